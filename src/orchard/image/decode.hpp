@@ -1,0 +1,25 @@
+#pragma once
+// Decoding like Pillow: JPEG (libjpeg-turbo, ISLOW IDCT, fancy upsampling) and PNG (libpng), every
+// image ending as 8-bit RGB exactly as Pillow's Image.open(...).convert('RGB') makes it.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace orchard::image {
+
+// An 8-bit RGB image, rows top to bottom, pixels interleaved R,G,B.
+struct RgbImage {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> pixels;  // width * height * 3
+};
+
+// Pillow's decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS): larger images are refused.
+inline constexpr std::int64_t kMaxPixels = 178956970;
+
+// Decodes JPEG or PNG bytes to RGB as Pillow's convert('RGB') does. Throws orchard::Error naming
+// the problem (empty, truncated, not an image, too large, unsupported) without a file name; the
+// caller adds the path.
+RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes);
+
+}  // namespace orchard::image

@@ -1,0 +1,42 @@
+#pragma once
+// PCA as Spark MLlib's PCA does it, from moments that merge: count, sum and Gram matrix in double.
+#include <cstdint>
+#include <vector>
+
+namespace orchard::pca {
+
+// Sufficient statistics of a set of dim-dimensional rows (accumulated in double).
+struct Moments {
+  int dim = 0;
+  std::int64_t count = 0;
+  std::vector<double> sum;   // dim
+  std::vector<double> gram;  // dim x dim, row-major, full symmetric after finish()
+
+  explicit Moments(int dim = 0);
+  // Adds n rows (row-major n x dim floats). Cost O(n dim^2) through BLAS.
+  void add_rows(const float* rows, std::int64_t n);
+  // Adds another set's statistics (same dim).
+  void merge(const Moments& other);
+};
+
+// A fitted PCA: all dim components, eigenvalues descending.
+struct Fit {
+  int dim = 0;
+  std::int64_t count = 0;
+  std::vector<double> mean;            // dim
+  std::vector<double> eigenvalues;     // dim, descending (covariance with MLlib's 1/(n-1))
+  std::vector<double> explained_ratio; // dim, eigenvalue / sum of eigenvalues
+  std::vector<double> components;      // dim x dim, row i = component i (unit norm)
+};
+
+// Fits the covariance eigendecomposition (LAPACK dsyevd). Throws orchard::Error when count < 2.
+Fit fit(const Moments& m);
+
+// Smallest k whose cumulative explained ratio >= variance (0 < variance <= 1).
+int choose_k(const Fit& f, double variance);
+
+// Projects rows (n x dim) on the first k components into out (n x k), as MLlib's
+// PCAModel.transform does (no centring) unless center is true (scores of x - mean).
+void project(const Fit& f, int k, const float* rows, std::int64_t n, bool center, float* out);
+
+}  // namespace orchard::pca
