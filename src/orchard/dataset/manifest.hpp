@@ -1,0 +1,42 @@
+#pragma once
+// Inputs -> labelled items -> shards. The plan is frozen in OUTPUT/_manifest.parquet on the first
+// run so that a rerun processes exactly the same shards (resume).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "orchard/storage/storage.hpp"
+
+namespace orchard::dataset {
+
+struct Item {
+  std::string path;   // as the filesystem names it
+  std::string label;  // the parent folder's name (the notebooks' element_at(split(path,'/'),-2))
+};
+
+struct PlanOptions {
+  std::string input;          // as given by the user
+  std::string glob = "*.jpg";
+  std::int64_t limit = 0;     // 0 = all; else the first N paths in sorted order
+  int shard_size = 1000;
+};
+
+struct Manifest {
+  PlanOptions options;
+  std::vector<Item> items;  // sorted by path
+  int num_shards() const;
+  // Items [begin, end) of shard s.
+  std::pair<std::size_t, std::size_t> shard_range(int s) const;
+};
+
+// The label of a path: its parent folder's name.
+std::string label_of(const std::string& path);
+
+// Lists INPUT and returns items sorted by path (limited when options.limit > 0).
+std::vector<Item> list_items(const storage::Location& input, const PlanOptions& options);
+
+// Loads OUTPUT/_manifest.parquet when it exists (checking the options match, else throws naming
+// the difference), or lists INPUT and writes it. Throws when INPUT has no matching file.
+Manifest plan(const storage::Location& input, const storage::Location& output, const PlanOptions& options);
+
+}  // namespace orchard::dataset

@@ -1,0 +1,32 @@
+#pragma once
+// The embedding model as the pipeline sees it: prepared once (weights -> frozen TorchScript file,
+// cached), loaded from that file, run on batches. No Python anywhere.
+#include <string>
+
+#include <torch/script.h>
+
+namespace orchard::model {
+
+// Where prepared models are cached: $ORCHARD_CACHE, else $XDG_CACHE_HOME/orchard, else ~/.cache/orchard.
+std::string cache_dir();
+
+// Turns weights (a TF-slim .npy folder or a Keras .h5 file) into a frozen TorchScript file in the
+// cache (or at out_path when given) and returns its path; reuses a cached file with the same
+// weights fingerprint. A .pt input is returned as is. Throws orchard::Error naming the input.
+std::string prepare(const std::string& weights, const std::string& out_path = "");
+
+// Resolves --model: empty means the cache's default.pt (written by `orchard prepare-model`).
+std::string resolve(const std::string& model_option);
+
+class Embedder {
+ public:
+  // Loads a prepared TorchScript file and optimizes it for inference on this machine.
+  explicit Embedder(const std::string& pt_path);
+  // Runs a batch [N,3,224,224] (x/127.5-1) and returns [N,1280] float embeddings.
+  torch::Tensor embed(const torch::Tensor& batch);
+
+ private:
+  torch::jit::Module module_;
+};
+
+}  // namespace orchard::model

@@ -1,0 +1,50 @@
+#pragma once
+// The Parquet tables of OUTPUT (design.md "Output layout"): schemas, writers and readers.
+#include <arrow/api.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "orchard/storage/storage.hpp"
+
+namespace orchard::table {
+
+// Rows of path, label and a fixed-width float vector (features: 1280, pca: k).
+struct VectorRows {
+  int dim = 0;
+  std::vector<std::string> paths, labels;
+  std::vector<float> values;  // rows x dim, row-major
+  std::size_t size() const { return paths.size(); }
+};
+
+// Inputs that gave no embedding.
+struct ErrorRows {
+  std::vector<std::string> paths, errors;
+};
+
+// Part file name for shard i: "part-00012.parquet".
+std::string part_name(int shard);
+
+// Schema path: string, label: string, <column>: list<float>.
+std::shared_ptr<arrow::Schema> vector_schema(const std::string& column);
+std::shared_ptr<arrow::Schema> error_schema();
+
+// Writes rows as one snappy Parquet file, atomically. column is "features" or "pca".
+void write_vectors(const storage::Location& file, const VectorRows& rows, const std::string& column);
+void write_errors(const storage::Location& file, const ErrorRows& rows);
+// Writes any Arrow table as one snappy Parquet file, atomically.
+void write_table(const storage::Location& file, const arrow::Table& table);
+
+// Reads a whole Parquet file. Throws orchard::Error naming the file.
+std::shared_ptr<arrow::Table> read_table(const storage::Location& file);
+
+// Reads a vector table (path, label, column list<float>); checks every row has `dim` values when
+// dim > 0. Throws orchard::Error naming the file and the first bad row.
+VectorRows read_vectors(const storage::Location& file, const std::string& column, int dim = 0);
+ErrorRows read_errors(const storage::Location& file);
+
+// Sorted part files (part-*.parquet) in folder; empty when the folder is missing.
+std::vector<storage::Location> list_parts(const storage::Location& folder);
+
+}  // namespace orchard::table
