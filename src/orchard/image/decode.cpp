@@ -1,0 +1,466 @@
+// Decoding JPEG (libjpeg API of libjpeg-turbo) and PNG (libpng) to 8-bit RGB with the same bytes
+// as Pillow's Image.open(...).convert('RGB').
+//
+// Both libraries report errors through setjmp/longjmp. The functions that call into them
+// (jpeg_* / png_* "stages" below) therefore hold no C++ objects with destructors between the
+// setjmp and the library calls: they return a status, and the C++ code around them throws.
+#include "orchard/image/decode.hpp"
+
+#include <csetjmp>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+// jpeglib.h needs FILE and size_t declared before it.
+#include <jpeglib.h>
+#include <png.h>
+
+#include "orchard/error.hpp"
+
+namespace orchard::image {
+namespace {
+
+std::string size_text(std::int64_t w, std::int64_t h) {
+  return std::to_string(w) + "x" + std::to_string(h);
+}
+
+// Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS (DecompressionBombError); so do we,
+// before any pixel buffer is allocated.
+void check_pixel_limit(std::int64_t w, std::int64_t h, const char* format) {
+  if (w <= 0 || h <= 0) {
+    throw Error(std::string(format) + " header gives an empty image size " + size_text(w, h) +
+                "; the file is damaged, re-export it");
+  }
+  if (w * h > kMaxPixels) {
+    throw Error(std::string(format) + " image is " + size_text(w, h) + " = " +
+                std::to_string(w * h) + " pixels, above the limit of " +
+                std::to_string(kMaxPixels) +
+                " pixels (Pillow's decompression-bomb limit); downscale it before featurizing");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JPEG
+// ---------------------------------------------------------------------------------------------
+
+struct JpegErrorMgr {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void jpeg_on_error(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegErrorMgr*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+// Warnings (corrupt-data notices such as extraneous bytes before a marker) are ignored, as Pillow
+// ignores them; libjpeg still counts them in num_warnings.
+void jpeg_on_message(j_common_ptr cinfo, int msg_level) {
+  if (msg_level < 0) cinfo->err->num_warnings++;
+}
+
+// A suspending source over the whole file, like Pillow's: when libjpeg asks for bytes beyond the
+// end it suspends instead of inventing an EOI marker. Since all bytes are already here, a
+// suspension means the file is truncated, which Pillow reports as "image file is truncated".
+void src_noop(j_decompress_ptr) {}
+boolean src_fill(j_decompress_ptr) { return FALSE; }
+void src_skip(j_decompress_ptr cinfo, long num_bytes) {
+  if (num_bytes <= 0) return;
+  jpeg_source_mgr* src = cinfo->src;
+  if (static_cast<std::size_t>(num_bytes) > src->bytes_in_buffer) {
+    src->next_input_byte += src->bytes_in_buffer;
+    src->bytes_in_buffer = 0;  // the next read suspends: truncated
+  } else {
+    src->next_input_byte += num_bytes;
+    src->bytes_in_buffer -= static_cast<std::size_t>(num_bytes);
+  }
+}
+
+enum class Stage { kOk, kSuspended, kFailed };
+
+struct JpegState {
+  jpeg_decompress_struct cinfo;
+  JpegErrorMgr err;
+  jpeg_source_mgr src;
+  bool created;
+};
+
+Stage jpeg_stage_header(JpegState* s, const std::uint8_t* data, std::size_t size) {
+  if (setjmp(s->err.jump)) return Stage::kFailed;
+  s->cinfo.err = jpeg_std_error(&s->err.pub);
+  s->err.pub.error_exit = jpeg_on_error;
+  s->err.pub.emit_message = jpeg_on_message;
+  s->err.message[0] = '\0';
+  jpeg_create_decompress(&s->cinfo);
+  s->created = true;
+  s->src.init_source = src_noop;
+  s->src.fill_input_buffer = src_fill;
+  s->src.skip_input_data = src_skip;
+  s->src.resync_to_restart = jpeg_resync_to_restart;
+  s->src.term_source = src_noop;
+  s->src.next_input_byte = data;
+  s->src.bytes_in_buffer = size;
+  s->cinfo.src = &s->src;
+  int ok;
+  do {  // as Pillow: skip tables-only datastreams until an image header is found
+    ok = jpeg_read_header(&s->cinfo, FALSE);
+  } while (ok == JPEG_HEADER_TABLES_ONLY);
+  return ok == JPEG_SUSPENDED ? Stage::kSuspended : Stage::kOk;
+}
+
+Stage jpeg_stage_start(JpegState* s) {
+  if (setjmp(s->err.jump)) return Stage::kFailed;
+  return jpeg_start_decompress(&s->cinfo) ? Stage::kOk : Stage::kSuspended;
+}
+
+// Reads all scanlines. `row` receives one decoded line (output_width * output_components bytes);
+// `convert(row, y)` writes it into the RGB result; it must not throw.
+template <typename Convert>
+Stage jpeg_stage_rows(JpegState* s, JSAMPLE* row, Convert& convert) {
+  if (setjmp(s->err.jump)) return Stage::kFailed;
+  while (s->cinfo.output_scanline < s->cinfo.output_height) {
+    JSAMPROW rows[1] = {row};
+    const JDIMENSION y = s->cinfo.output_scanline;
+    if (jpeg_read_scanlines(&s->cinfo, rows, 1) != 1) return Stage::kSuspended;
+    convert(row, y);
+  }
+  // Pillow ignores a suspension here (e.g. a missing EOI marker) once every line is read.
+  jpeg_finish_decompress(&s->cinfo);
+  return Stage::kOk;
+}
+
+class JpegDecoder {
+ public:
+  JpegDecoder() = default;
+  ~JpegDecoder() {
+    if (state_.created) jpeg_destroy_decompress(&state_.cinfo);
+  }
+  JpegDecoder(const JpegDecoder&) = delete;
+  JpegDecoder& operator=(const JpegDecoder&) = delete;
+
+  RgbImage decode(std::span<const std::uint8_t> bytes) {
+    check(jpeg_stage_header(&state_, bytes.data(), bytes.size()), "reading the JPEG header");
+    jpeg_decompress_struct& cinfo = state_.cinfo;
+
+    // Pillow picks the mode from the component count: 1 -> L, 3 -> RGB, 4 -> CMYK, and asks
+    // libjpeg for that colour space (trusting libjpeg's guess of the stored one).
+    const int components = cinfo.num_components;
+    if (cinfo.data_precision != 8) {
+      throw Error("JPEG has " + std::to_string(cinfo.data_precision) +
+                  "-bit samples; only 8-bit JPEG is supported, re-export it as 8-bit");
+    }
+    if (components == 1) {
+      cinfo.out_color_space = JCS_GRAYSCALE;
+    } else if (components == 3) {
+      cinfo.out_color_space = JCS_RGB;
+    } else if (components == 4) {
+      cinfo.out_color_space = JCS_CMYK;
+    } else {
+      throw Error("JPEG has " + std::to_string(components) +
+                  " colour components; only 1 (gray), 3 (colour) or 4 (CMYK) are supported");
+    }
+    check_pixel_limit(cinfo.image_width, cinfo.image_height, "JPEG");
+
+    check(jpeg_stage_start(&state_), "starting JPEG decompression");
+    const int w = static_cast<int>(cinfo.output_width);
+    const int h = static_cast<int>(cinfo.output_height);
+    if (cinfo.output_components != components) {
+      throw Error("libjpeg returned " + std::to_string(cinfo.output_components) +
+                  " components for a " + std::to_string(components) +
+                  "-component JPEG; the file is unusual, re-export it as RGB JPEG");
+    }
+
+    RgbImage out;
+    out.width = w;
+    out.height = h;
+    out.pixels.resize(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3);
+    std::vector<JSAMPLE> line(static_cast<std::size_t>(w) * static_cast<std::size_t>(components));
+    std::uint8_t* const base = out.pixels.data();
+    const std::size_t stride = static_cast<std::size_t>(w) * 3;
+
+    if (components == 3) {
+      auto convert = [&](const JSAMPLE* row, JDIMENSION y) {
+        std::memcpy(base + y * stride, row, stride);
+      };
+      check(jpeg_stage_rows(&state_, line.data(), convert), "decoding the JPEG data");
+    } else if (components == 1) {
+      auto convert = [&](const JSAMPLE* row, JDIMENSION y) {
+        std::uint8_t* o = base + y * stride;
+        for (int x = 0; x < w; ++x, o += 3) o[0] = o[1] = o[2] = row[x];
+      };
+      check(jpeg_stage_rows(&state_, line.data(), convert), "decoding the JPEG data");
+    } else {
+      // Pillow reads CMYK JPEGs as Adobe-inverted ("CMYK;I": each stored byte b becomes 255 - b)
+      // and convert('RGB') then computes, per channel, nk - nk * c / 255 (rounded with Pillow's
+      // MULDIV255) where nk = 255 - k. With the stored bytes that is
+      // K - (255 - C) * K / 255 for C in the stored C, M, Y and K the stored K.
+      auto convert = [&](const JSAMPLE* row, JDIMENSION y) {
+        std::uint8_t* o = base + y * stride;
+        for (int x = 0; x < w; ++x, row += 4, o += 3) {
+          const int nk = row[3];
+          for (int c = 0; c < 3; ++c) {
+            const int ink = 255 - row[c];
+            const int t = ink * nk + 128;
+            const int v = nk - (((t >> 8) + t) >> 8);
+            o[c] = static_cast<std::uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+          }
+        }
+      };
+      check(jpeg_stage_rows(&state_, line.data(), convert), "decoding the JPEG data");
+    }
+    return out;
+  }
+
+ private:
+  void check(Stage stage, const char* what) {
+    if (stage == Stage::kSuspended) {
+      throw Error(
+          "JPEG is truncated: the file ends before the image data is complete (Pillow: "
+          "\"image file is truncated\"); re-download or re-export the file");
+    }
+    if (stage == Stage::kFailed) {
+      throw Error(std::string("corrupt JPEG (libjpeg error while ") + what +
+                  "): " + state_.err.message + "; re-export the file");
+    }
+  }
+
+  JpegState state_{};  // zero-initialised: created == false
+};
+
+// ---------------------------------------------------------------------------------------------
+// PNG
+// ---------------------------------------------------------------------------------------------
+
+struct PngReader {
+  const std::uint8_t* data = nullptr;
+  std::size_t size = 0;
+  std::size_t pos = 0;
+  bool truncated = false;
+  char message[256] = {0};
+};
+
+PngReader* png_reader(png_structp png) { return static_cast<PngReader*>(png_get_error_ptr(png)); }
+
+void png_on_error(png_structp png, png_const_charp msg) {
+  PngReader* r = png_reader(png);
+  std::snprintf(r->message, sizeof(r->message), "%s", msg ? msg : "unknown error");
+  png_longjmp(png, 1);
+}
+
+void png_on_warning(png_structp, png_const_charp) {}  // Pillow shows none of libpng's warnings
+
+void png_on_read(png_structp png, png_bytep out, png_size_t length) {
+  auto* r = static_cast<PngReader*>(png_get_io_ptr(png));
+  if (length > r->size - r->pos) {
+    r->truncated = true;
+    png_error(png, "file ends before the image data is complete");
+  }
+  std::memcpy(out, r->data + r->pos, length);
+  r->pos += length;
+}
+
+struct PngInfo {
+  png_uint_32 width = 0, height = 0;
+  int bit_depth = 0, color_type = 0, interlace = 0;
+  std::size_t rowbytes = 0;
+  int passes = 1;
+  std::uint8_t palette[256 * 3] = {0};  // missing entries are black, as in Pillow
+};
+
+Stage png_stage_header(png_structp png, png_infop info, PngInfo* out) {
+  if (setjmp(png_jmpbuf(png))) return Stage::kFailed;
+  // Sizes are checked against Pillow's pixel limit by the caller; lift libpng's own
+  // 1,000,000-pixel-per-side default so that limit is the one that applies.
+  png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+  // Pillow does not verify the CRC of image data chunks; ancillary chunks keep libpng's default
+  // (a bad one is dropped with a warning).
+  png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_DEFAULT);
+  png_read_info(png, info);
+  out->width = png_get_image_width(png, info);
+  out->height = png_get_image_height(png, info);
+  out->bit_depth = png_get_bit_depth(png, info);
+  out->color_type = png_get_color_type(png, info);
+  out->interlace = png_get_interlace_type(png, info);
+  if (out->color_type == PNG_COLOR_TYPE_PALETTE) {
+    png_colorp pal = nullptr;
+    int n = 0;
+    if (png_get_PLTE(png, info, &pal, &n) & PNG_INFO_PLTE) {
+      for (int i = 0; i < n && i < 256; ++i) {
+        out->palette[i * 3 + 0] = pal[i].red;
+        out->palette[i * 3 + 1] = pal[i].green;
+        out->palette[i * 3 + 2] = pal[i].blue;
+      }
+    }
+  }
+  return Stage::kOk;
+}
+
+// Only unpacking of 1/2/4-bit samples to one byte each (values unscaled); everything else is
+// converted by hand below, to follow Pillow rather than libpng's transformations.
+Stage png_stage_setup(png_structp png, png_infop info, PngInfo* out) {
+  if (setjmp(png_jmpbuf(png))) return Stage::kFailed;
+  if (out->bit_depth < 8) png_set_packing(png);
+  out->passes = out->interlace != PNG_INTERLACE_NONE ? png_set_interlace_handling(png) : 1;
+  png_read_update_info(png, info);
+  out->rowbytes = png_get_rowbytes(png, info);
+  return Stage::kOk;
+}
+
+Stage png_stage_read_image(png_structp png, png_bytepp rows) {
+  if (setjmp(png_jmpbuf(png))) return Stage::kFailed;
+  png_read_image(png, rows);
+  return Stage::kOk;
+}
+
+Stage png_stage_read_row(png_structp png, png_bytep row) {
+  if (setjmp(png_jmpbuf(png))) return Stage::kFailed;
+  png_read_row(png, row, nullptr);
+  return Stage::kOk;
+}
+
+// Converts one unpacked libpng row to RGB as Pillow's mode and convert('RGB') would.
+void png_row_to_rgb(const PngInfo& p, const std::uint8_t* in, std::uint8_t* o, int w) {
+  const int ct = p.color_type;
+  const int bd = p.bit_depth;
+  if (ct == PNG_COLOR_TYPE_GRAY) {
+    if (bd == 16) {
+      // Pillow opens this as mode "I;16"; convert('RGB') clips values above 255 to 255.
+      for (int x = 0; x < w; ++x, in += 2, o += 3) {
+        const std::uint8_t v = in[0] == 0 ? in[1] : 255;
+        o[0] = o[1] = o[2] = v;
+      }
+    } else {
+      // 1-bit: mode "1" (0 or 255); 2/4-bit: Pillow's L;2 / L;4 scale by 85 / 17.
+      const int scale = bd == 1 ? 255 : bd == 2 ? 85 : bd == 4 ? 17 : 1;
+      for (int x = 0; x < w; ++x, o += 3) {
+        const auto v = static_cast<std::uint8_t>(in[x] * scale);
+        o[0] = o[1] = o[2] = v;
+      }
+    }
+  } else if (ct == PNG_COLOR_TYPE_GRAY_ALPHA) {
+    const int step = bd == 16 ? 4 : 2;  // 16-bit: Pillow keeps the high byte of gray
+    for (int x = 0; x < w; ++x, in += step, o += 3) o[0] = o[1] = o[2] = in[0];
+  } else if (ct == PNG_COLOR_TYPE_PALETTE) {
+    for (int x = 0; x < w; ++x, o += 3) std::memcpy(o, p.palette + in[x] * 3, 3);
+  } else if (ct == PNG_COLOR_TYPE_RGB || ct == PNG_COLOR_TYPE_RGB_ALPHA) {
+    const int channels = ct == PNG_COLOR_TYPE_RGB ? 3 : 4;  // alpha is dropped
+    if (bd == 8 && channels == 3) {
+      std::memcpy(o, in, static_cast<std::size_t>(w) * 3);
+    } else {
+      const int bytes = bd == 16 ? 2 : 1;  // 16-bit: the high (first) byte
+      const int step = channels * bytes;
+      for (int x = 0; x < w; ++x, in += step, o += 3) {
+        o[0] = in[0];
+        o[1] = in[bytes];
+        o[2] = in[2 * bytes];
+      }
+    }
+  }
+}
+
+class PngDecoder {
+ public:
+  PngDecoder() {
+    png_ = png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader_, png_on_error, png_on_warning);
+    if (png_) info_ = png_create_info_struct(png_);
+    if (!png_ || !info_) {
+      png_destroy_read_struct(&png_, nullptr, nullptr);
+      throw Error("out of memory creating the PNG decoder");
+    }
+  }
+  ~PngDecoder() { png_destroy_read_struct(&png_, info_ ? &info_ : nullptr, nullptr); }
+  PngDecoder(const PngDecoder&) = delete;
+  PngDecoder& operator=(const PngDecoder&) = delete;
+
+  RgbImage decode(std::span<const std::uint8_t> bytes) {
+    reader_.data = bytes.data();
+    reader_.size = bytes.size();
+    png_set_read_fn(png_, &reader_, png_on_read);
+
+    check(png_stage_header(png_, info_, &p_));
+    const int ct = p_.color_type;
+    if (ct != PNG_COLOR_TYPE_GRAY && ct != PNG_COLOR_TYPE_GRAY_ALPHA &&
+        ct != PNG_COLOR_TYPE_PALETTE && ct != PNG_COLOR_TYPE_RGB &&
+        ct != PNG_COLOR_TYPE_RGB_ALPHA) {
+      throw Error("PNG has unsupported colour type " + std::to_string(ct) + "; re-export it");
+    }
+    check_pixel_limit(p_.width, p_.height, "PNG");
+    check(png_stage_setup(png_, info_, &p_));
+
+    const int w = static_cast<int>(p_.width);
+    const int h = static_cast<int>(p_.height);
+    RgbImage out;
+    out.width = w;
+    out.height = h;
+    const std::size_t stride = static_cast<std::size_t>(w) * 3;
+    out.pixels.resize(stride * static_cast<std::size_t>(h));
+
+    if (p_.passes == 1) {
+      std::vector<std::uint8_t> row(p_.rowbytes);
+      for (int y = 0; y < h; ++y) {
+        check(png_stage_read_row(png_, row.data()));
+        png_row_to_rgb(p_, row.data(), out.pixels.data() + stride * y, w);
+      }
+    } else {
+      // Interlaced: libpng assembles the passes into the whole (unpacked) image.
+      std::vector<std::uint8_t> raw(p_.rowbytes * static_cast<std::size_t>(h));
+      std::vector<png_bytep> rows(static_cast<std::size_t>(h));
+      for (int y = 0; y < h; ++y) rows[y] = raw.data() + p_.rowbytes * y;
+      check(png_stage_read_image(png_, rows.data()));
+      for (int y = 0; y < h; ++y) {
+        png_row_to_rgb(p_, rows[y], out.pixels.data() + stride * y, w);
+      }
+    }
+    // The chunks after the image data are not read: Pillow tolerates a missing or damaged end.
+    return out;
+  }
+
+ private:
+  void check(Stage stage) {
+    if (stage == Stage::kOk) return;
+    if (reader_.truncated) {
+      throw Error(
+          "PNG is truncated: the file ends before the image data is complete; re-download or "
+          "re-export the file");
+    }
+    throw Error(std::string("corrupt PNG (libpng: ") + reader_.message + "); re-export the file");
+  }
+
+  PngReader reader_;
+  PngInfo p_;
+  png_structp png_ = nullptr;
+  png_infop info_ = nullptr;
+};
+
+std::string hex_prefix(std::span<const std::uint8_t> bytes) {
+  static const char* digits = "0123456789ABCDEF";
+  std::string s;
+  for (std::size_t i = 0; i < bytes.size() && i < 8; ++i) {
+    if (i) s += ' ';
+    s += digits[bytes[i] >> 4];
+    s += digits[bytes[i] & 15];
+  }
+  return s;
+}
+
+}  // namespace
+
+RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes) {
+  if (bytes.empty()) throw Error("empty file (0 bytes); re-download or remove it");
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
+    JpegDecoder decoder;
+    return decoder.decode(bytes);
+  }
+  if (bytes.size() >= 4 && bytes[0] == 0x89 && bytes[1] == 0x50 && bytes[2] == 0x4E &&
+      bytes[3] == 0x47) {
+    PngDecoder decoder;
+    return decoder.decode(bytes);
+  }
+  throw Error("not a JPEG or PNG file (starts with " + hex_prefix(bytes) +
+              "); only JPEG and PNG images are supported, convert it or remove it");
+}
+
+}  // namespace orchard::image
