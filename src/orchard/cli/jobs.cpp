@@ -13,6 +13,9 @@
 #include "orchard/error.hpp"
 #include "orchard/featurize/featurize.hpp"
 #include "orchard/model/model.hpp"
+#include "orchard/pca/job.hpp"
+#include "orchard/report/collect.hpp"
+#include "orchard/validate/validate.hpp"
 #include "orchard/storage/storage.hpp"
 
 namespace orchard::cli {
@@ -26,6 +29,8 @@ void run_featurize(const FeaturizeArgs& a) {
   const auto input = storage::open(a.input);
   const auto output = storage::open(a.output);
   const std::string model_pt = model::resolve(a.model);
+  const auto success = output.child("_SUCCESS");
+  if (storage::exists(success)) storage::check(success.fs->DeleteFile(success.path), success.path + ": cannot remove");
   const auto manifest = dataset::plan(input, output, {a.input, a.glob, a.limit, a.shard_size});
   std::fprintf(stderr, "featurize: %zu images in %d shards, model %s\n", manifest.items.size(),
                manifest.num_shards(), model_pt.c_str());
@@ -42,6 +47,70 @@ void run_featurize(const FeaturizeArgs& a) {
       {"options", {{"input", a.input}, {"glob", a.glob}, {"batch", a.batch}, {"threads", a.threads},
                    {"limit", a.limit}, {"shard_size", a.shard_size}}}};
   storage::write_text(output.child("_featurize.json"), j.dump(2) + "\n");
+}
+
+void run_pca(const PcaArgs& a) {
+  const auto output = storage::open(a.output);
+  const auto s = pca::run_job(output, {a.variance, a.k, a.center, a.csv, 0});
+  std::fprintf(stderr, "pca: %lld rows, k = %d (%.2f%% of the variance), fit %.1fs, transform %.1fs\n",
+               static_cast<long long>(s.rows), s.k, 100 * s.cumulative, s.fit_seconds, s.transform_seconds);
+  nlohmann::json j = {{"rows", s.rows}, {"k", s.k}, {"cumulative_explained_variance", s.cumulative},
+                      {"fit_seconds", s.fit_seconds}, {"transform_seconds", s.transform_seconds},
+                      {"options", {{"variance", a.variance}, {"k", a.k}, {"center", a.center}, {"csv", a.csv}}}};
+  storage::write_text(output.child("_pca.json"), j.dump(2) + "\n");
+}
+
+namespace {
+validate::Counts validate_or_throw(const storage::Location& output) {
+  const auto r = validate::check(output);
+  if (!r.problems.empty()) {
+    for (const auto& p : r.problems) std::fprintf(stderr, "validate: %s\n", p.c_str());
+    throw Error(output.path + " is not valid: " + std::to_string(r.problems.size()) +
+                " problem(s), the first: " + r.problems.front());
+  }
+  std::fprintf(stderr, "validate: ok: %lld inputs = %lld embedded + %lld errors; k = %d, %lld PCA rows\n",
+               static_cast<long long>(r.counts.inputs), static_cast<long long>(r.counts.embedded),
+               static_cast<long long>(r.counts.errors), r.counts.k, static_cast<long long>(r.counts.pca_rows));
+  return r.counts;
+}
+}  // namespace
+
+void run_validate(const std::string& output) { validate_or_throw(storage::open(output)); }
+
+void run_report(const std::string& output) {
+  const auto file = report::write(storage::open(output));
+  std::fprintf(stderr, "report: %s\n", file.path.c_str());
+}
+
+void run_all(const FeaturizeArgs& f, PcaArgs p) {
+  using Clock = std::chrono::steady_clock;
+  auto secs = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  const auto t0 = Clock::now();
+  run_featurize(f);
+  const double t_featurize = secs(t0);
+  auto t = Clock::now();
+  p.output = f.output;
+  run_pca(p);
+  const double t_pca = secs(t);
+  t = Clock::now();
+  const auto output = storage::open(f.output);
+  const auto counts = validate_or_throw(output);
+  const double t_validate = secs(t);
+  t = Clock::now();
+  run_report(f.output);
+  const double t_report = secs(t);
+  const std::time_t now = std::time(nullptr);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  nlohmann::json j = {
+      {"finished_at", when},
+      {"counts", {{"inputs", counts.inputs}, {"embedded", counts.embedded}, {"errors", counts.errors}, {"k", counts.k}}},
+      {"timings_s", {{"featurize", t_featurize}, {"pca", t_pca}, {"validate", t_validate}, {"report", t_report}, {"total", secs(t0)}}},
+      {"versions", versions()},
+      {"options", {{"input", f.input}, {"glob", f.glob}, {"batch", f.batch}, {"threads", f.threads}, {"limit", f.limit},
+                   {"shard_size", f.shard_size}, {"model", f.model}, {"variance", p.variance}, {"k", p.k}, {"center", p.center}}}};
+  storage::write_text(output.child("_SUCCESS"), j.dump(2) + "\n");
+  std::fprintf(stderr, "run: done in %.1fs: %s\n", secs(t0), output.path.c_str());
 }
 
 void run_prepare_model(const std::string& weights, const std::string& out) {

@@ -17,6 +17,25 @@ struct FeaturizeArgs {
 // `orchard featurize`: plans (or resumes) the manifest, embeds, writes OUTPUT/_featurize.json.
 void run_featurize(const FeaturizeArgs& a);
 
+struct PcaArgs {
+  std::string output, csv;
+  double variance = 0.90;
+  int k = 0;
+  bool center = false;
+};
+
+// `orchard pca`: fits and projects; writes OUTPUT/_pca.json.
+void run_pca(const PcaArgs& a);
+
+// `orchard validate`: prints the counts, or every problem and throws orchard::Error.
+void run_validate(const std::string& output);
+
+// `orchard report`: writes OUTPUT/report/index.html.
+void run_report(const std::string& output);
+
+// `orchard run`: featurize, pca, validate, report, then OUTPUT/_SUCCESS (written last).
+void run_all(const FeaturizeArgs& f, PcaArgs p);
+
 // `orchard prepare-model`: builds, caches and makes default; prints the model path.
 void run_prepare_model(const std::string& weights, const std::string& out);
 

@@ -39,6 +39,33 @@ int main(int argc, char** argv) {
   add_featurize_options(featurize);
   featurize->callback([&] { run_featurize(fa); });
 
+  PcaArgs pa;
+  auto add_pca_options = [&](CLI::App* c) {
+    auto* var = c->add_option("--variance", pa.variance, "keep the fewest components explaining this share of the variance")
+                    ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+    c->add_option("--k", pa.k, "keep exactly K components (instead of --variance)")->check(CLI::Range(1, 1280))->excludes(var);
+    c->add_flag("--center", pa.center, "mean-centred scores (default: MLlib's PCAModel.transform, no centring)");
+    c->add_option("--csv", pa.csv, "also write path,label,pca_1..pca_k to this CSV file (the notebooks' last cell)");
+  };
+  auto* pca = app.add_subcommand("pca", "fit PCA on OUTPUT/features, write OUTPUT/pca and OUTPUT/pca_features");
+  pca->add_option("OUTPUT", pa.output, "an OUTPUT of `orchard featurize`")->required();
+  add_pca_options(pca);
+  pca->callback([&] { run_pca(pa); });
+
+  std::string target;
+  auto* validate = app.add_subcommand("validate", "read every table of OUTPUT back and check the output contract");
+  validate->add_option("OUTPUT", target)->required();
+  validate->callback([&] { run_validate(target); });
+
+  auto* report = app.add_subcommand("report", "write OUTPUT/report/index.html (offline, charts inline)");
+  report->add_option("OUTPUT", target)->required();
+  report->callback([&] { run_report(target); });
+
+  auto* run = app.add_subcommand("run", "the main job: featurize, pca, validate, report, then OUTPUT/_SUCCESS");
+  add_featurize_options(run);
+  add_pca_options(run);
+  run->callback([&] { run_all(fa, pa); });
+
   std::string weights, out;
   auto* prepare = app.add_subcommand(
       "prepare-model",

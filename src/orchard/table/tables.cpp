@@ -38,8 +38,10 @@ std::shared_ptr<arrow::Array> strings(const std::vector<std::string>& v) {
 
 void write_table(const storage::Location& file, const arrow::Table& table) {
   auto props = parquet::WriterProperties::Builder().compression(parquet::Compression::SNAPPY)->build();
+  // store_schema keeps the schema's key-value metadata (the manifest's options).
+  auto arrow_props = parquet::ArrowWriterProperties::Builder().store_schema()->build();
   storage::write_atomic(file, [&](const auto& out) {
-    check(parquet::arrow::WriteTable(table, arrow::default_memory_pool(), out, 64 * 1024, props),
+    check(parquet::arrow::WriteTable(table, arrow::default_memory_pool(), out, 64 * 1024, props, arrow_props),
           file.path + ": cannot write Parquet");
   });
 }

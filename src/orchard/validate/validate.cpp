@@ -1,0 +1,216 @@
+#include "orchard/validate/validate.hpp"
+
+#include <arrow/api.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <map>
+#include <unordered_map>
+
+#include "orchard/dataset/manifest.hpp"
+#include "orchard/error.hpp"
+#include "orchard/table/tables.hpp"
+
+namespace orchard::validate {
+namespace {
+
+constexpr int kDim = 1280;
+
+struct Checker {
+  storage::Location out;
+  Result r;
+  std::unordered_map<std::string, std::string> label_of;  // manifest path -> label
+  std::unordered_map<std::string, int> seen;              // path -> times seen in features+errors
+  std::unordered_map<std::string, int> embedded;          // path -> 1 when in features/
+
+  void problem(const std::string& p) { r.problems.push_back(p); }
+
+  // Row-level problems are reported once per (file, kind) with a count and the first example.
+  struct Tally { std::int64_t count = 0; std::string first; };
+  std::map<std::pair<std::string, std::string>, Tally> row_problems;
+  void row_problem(const std::string& file, const std::string& kind, const std::string& example) {
+    auto& t = row_problems[{file, kind}];
+    if (t.count++ == 0) t.first = example;
+  }
+  void flush_row_problems() {
+    for (const auto& [key, t] : row_problems)
+      problem(key.first + ": " + std::to_string(t.count) + " row(s) " + key.second + " (first: " + t.first + ")");
+    row_problems.clear();
+  }
+
+  // Runs f, turning an orchard::Error (unreadable or mis-shaped file) into a problem.
+  template <typename F>
+  bool guarded(F&& f) {
+    try {
+      f();
+      return true;
+    } catch (const Error& e) {
+      problem(e.what());
+      return false;
+    }
+  }
+
+  void manifest() {
+    const auto file = out.child("_manifest.parquet");
+    if (!storage::exists(file)) {
+      problem(file.path + " is missing: OUTPUT was not made by `orchard featurize`");
+      return;
+    }
+    guarded([&] {
+      auto t = table::read_table(file);
+      auto paths = std::static_pointer_cast<arrow::StringArray>(t->GetColumnByName("path")->chunk(0));
+      auto labels = std::static_pointer_cast<arrow::StringArray>(t->GetColumnByName("label")->chunk(0));
+      for (std::int64_t i = 0; i < t->num_rows(); ++i) label_of[paths->GetString(i)] = labels->GetString(i);
+      r.counts.inputs = t->num_rows();
+      auto meta = t->schema()->metadata();
+      if (!meta) throw Error(file.path + ": manifest without its options; OUTPUT was not made by this orchard");
+      const int shard_size = std::stoi(meta->Get("shard_size").ValueOr("0"));
+      if (shard_size > 0) expected_parts = static_cast<int>((r.counts.inputs + shard_size - 1) / shard_size);
+    });
+  }
+
+  int expected_parts = -1;
+
+  void parts_complete(const std::string& folder) {
+    if (expected_parts < 0) return;
+    for (int s = 0; s < expected_parts; ++s) {
+      const auto f = out.child(folder).child(table::part_name(s));
+      if (!storage::exists(f))
+        problem(f.path + " is missing (shard " + std::to_string(s) +
+                "); rerun `orchard featurize` (or `orchard run`) on this OUTPUT to redo that shard");
+    }
+  }
+
+  void count_path(const std::string& path, const std::string& file) {
+    if (!label_of.count(path)) row_problem(file, "are not inputs of this run's manifest", path);
+    if (++seen[path] == 2) row_problem(file, "repeat a path already in features/ or errors/", path);
+  }
+
+  void features() {
+    parts_complete("features");
+    for (const auto& part : table::list_parts(out.child("features"))) {
+      guarded([&] {
+        auto rows = table::read_vectors(part, "features", kDim);
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+          const float* v = rows.values.data() + i * kDim;
+          bool nonzero = false, finite = true;
+          for (int j = 0; j < kDim; ++j) {
+            finite &= std::isfinite(v[j]);
+            nonzero |= v[j] != 0.0f;
+          }
+          const std::string where = "row " + std::to_string(i) + " " + rows.paths[i];
+          if (!finite) row_problem(part.path, "have non-finite values", where);
+          if (!nonzero) row_problem(part.path, "are all-zero vectors", where);
+          count_path(rows.paths[i], part.path);
+          embedded[rows.paths[i]] = 1;
+          auto it = label_of.find(rows.paths[i]);
+          if (it != label_of.end() && it->second != rows.labels[i])
+            row_problem(part.path, "have a label other than their folder's", where + " '" + rows.labels[i] + "'");
+        }
+        r.counts.embedded += static_cast<std::int64_t>(rows.size());
+      });
+    }
+  }
+
+  void errors() {
+    parts_complete("errors");
+    for (const auto& part : table::list_parts(out.child("errors"))) {
+      guarded([&] {
+        auto rows = table::read_errors(part);
+        for (std::size_t i = 0; i < rows.paths.size(); ++i) {
+          count_path(rows.paths[i], part.path);
+          if (rows.errors[i].empty()) row_problem(part.path, "have an empty error message", rows.paths[i]);
+        }
+        r.counts.errors += static_cast<std::int64_t>(rows.paths.size());
+      });
+    }
+    std::int64_t missing = 0;
+    std::string example;
+    for (const auto& [path, label] : label_of)
+      if (!seen.count(path)) { if (!missing++) example = path; }
+    if (missing)
+      problem(out.path + ": " + std::to_string(missing) + " inputs are in neither features/ nor errors/ (e.g. " +
+              example + "); rerun `orchard featurize` on this OUTPUT");
+  }
+
+  void pca() {
+    const auto model_file = out.child("pca").child("model.parquet");
+    if (!storage::exists(model_file)) {
+      if (storage::exists(out.child("pca_features"))) problem(model_file.path + " is missing but pca_features/ exists; rerun `orchard pca`");
+      return;
+    }
+    guarded([&] {
+      auto t = table::read_table(model_file);
+      auto k = t->GetColumnByName("k");
+      if (!k || k->type()->id() != arrow::Type::INT32 || t->num_rows() != 1)
+        throw Error(model_file.path + ": expected one row with an int32 column k");
+      r.counts.k = std::static_pointer_cast<arrow::Int32Array>(k->chunk(0))->Value(0);
+      auto comps = t->GetColumnByName("components");
+      if (!comps) throw Error(model_file.path + ": no components column");
+      const auto& outer = static_cast<const arrow::ListArray&>(*comps->chunk(0));
+      if (outer.value_length(0) != r.counts.k)
+        problem(model_file.path + ": " + std::to_string(outer.value_length(0)) + " components but k = " + std::to_string(r.counts.k));
+    });
+    const auto csv = out.child("pca").child("explained_variance.csv");
+    guarded([&] {
+      auto buf = storage::read_file(csv);
+      std::istringstream in(buf->ToString());
+      std::string line;
+      std::getline(in, line);
+      if (line != "component,explained_variance_ratio,cumulative") problem(csv.path + ": unexpected header '" + line + "'");
+      int n = 0;
+      while (std::getline(in, line)) if (!line.empty()) ++n;
+      if (n != kDim) problem(csv.path + ": " + std::to_string(n) + " rows, expected " + std::to_string(kDim));
+    });
+    std::unordered_map<std::string, int> pca_seen;
+    for (const auto& part : table::list_parts(out.child("pca_features"))) {
+      guarded([&] {
+        auto rows = table::read_vectors(part, "pca", r.counts.k);
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+          for (int j = 0; j < rows.dim; ++j)
+            if (!std::isfinite(rows.values[i * rows.dim + j])) { row_problem(part.path, "have non-finite values", rows.paths[i]); break; }
+          if (!embedded.count(rows.paths[i])) row_problem(part.path, "are not in features/", rows.paths[i]);
+          if (++pca_seen[rows.paths[i]] == 2) row_problem(part.path, "repeat a path in pca_features/", rows.paths[i]);
+        }
+        r.counts.pca_rows += static_cast<std::int64_t>(rows.size());
+      });
+    }
+    if (r.counts.pca_rows != r.counts.embedded)
+      problem(out.child("pca_features").path + ": " + std::to_string(r.counts.pca_rows) + " rows but features/ has " +
+              std::to_string(r.counts.embedded) + "; rerun `orchard pca`");
+  }
+
+  void success() {
+    const auto file = out.child("_SUCCESS");
+    if (!storage::exists(file)) return;
+    guarded([&] {
+      auto j = nlohmann::json::parse(storage::read_file(file)->ToString());
+      auto expect = [&](const char* key, std::int64_t actual) {
+        if (!j.contains("counts") || !j["counts"].contains(key)) { problem(file.path + ": no counts." + key); return; }
+        if (j["counts"][key].get<std::int64_t>() != actual)
+          problem(file.path + ": counts." + key + " = " + std::to_string(j["counts"][key].get<std::int64_t>()) +
+                  " but OUTPUT has " + std::to_string(actual));
+      };
+      expect("inputs", r.counts.inputs);
+      expect("embedded", r.counts.embedded);
+      expect("errors", r.counts.errors);
+      expect("k", r.counts.k);
+    });
+  }
+};
+
+}  // namespace
+
+Result check(const storage::Location& output) {
+  Checker c{output, {}, {}, {}, {}};
+  c.manifest();
+  c.features();
+  c.errors();
+  c.pca();
+  c.success();
+  c.flush_row_problems();
+  return c.r;
+}
+
+}  // namespace orchard::validate
