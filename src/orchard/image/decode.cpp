@@ -6,6 +6,7 @@
 // setjmp and the library calls: they return a status, and the C++ code around them throws.
 #include "orchard/image/decode.hpp"
 
+#include <array>
 #include <csetjmp>
 #include <cstddef>
 #include <cstdio>
@@ -270,14 +271,55 @@ struct PngInfo {
   std::uint8_t palette[256 * 3] = {0};  // missing entries are black, as in Pillow
 };
 
+std::uint32_t crc32(const std::uint8_t* data, std::size_t n) {
+  static const auto table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  std::uint32_t c = 0xFFFFFFFFu;
+  for (std::size_t i = 0; i < n; ++i) c = table[(c ^ data[i]) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+std::uint32_t be32(const std::uint8_t* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         p[3];
+}
+
+// Pillow verifies the checksum of every chunk before the first IDAT (and refuses the file on a
+// mismatch) but never those of the image data or later chunks; this does the same before libpng
+// (which is then told to use all chunks without checking). Incomplete chunks are left to libpng,
+// which reports the file as truncated.
+void png_check_header_crcs(std::span<const std::uint8_t> b) {
+  std::size_t pos = 8;
+  while (pos + 8 <= b.size()) {
+    const std::uint32_t len = be32(&b[pos]);
+    const std::uint8_t* type = &b[pos + 4];
+    if (std::memcmp(type, "IDAT", 4) == 0) return;
+    if (len > b.size() || pos + 12 + len > b.size()) return;
+    if (crc32(type, 4 + std::size_t{len}) != be32(type + 4 + len)) {
+      std::string name;
+      for (int i = 0; i < 4; ++i) name += (type[i] >= 32 && type[i] < 127) ? char(type[i]) : '?';
+      throw Error("corrupt PNG: bad checksum in the " + name +
+                  " chunk (Pillow refuses it too); re-export the file");
+    }
+    pos += 12 + len;
+  }
+}
+
 Stage png_stage_header(png_structp png, png_infop info, PngInfo* out) {
   if (setjmp(png_jmpbuf(png))) return Stage::kFailed;
   // Sizes are checked against Pillow's pixel limit by the caller; lift libpng's own
   // 1,000,000-pixel-per-side default so that limit is the one that applies.
   png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
-  // Pillow does not verify the CRC of image data chunks; ancillary chunks keep libpng's default
-  // (a bad one is dropped with a warning).
-  png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_DEFAULT);
+  // Checksums before the image data were verified by png_check_header_crcs; Pillow ignores the
+  // others.
+  png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
   png_read_info(png, info);
   out->width = png_get_image_width(png, info);
   out->height = png_get_image_height(png, info);
@@ -376,6 +418,7 @@ class PngDecoder {
   PngDecoder& operator=(const PngDecoder&) = delete;
 
   RgbImage decode(std::span<const std::uint8_t> bytes) {
+    png_check_header_crcs(bytes);
     reader_.data = bytes.data();
     reader_.size = bytes.size();
     png_set_read_fn(png_, &reader_, png_on_read);

@@ -124,8 +124,7 @@ void resample_horizontal_k(const std::uint8_t* in, int in_w, int row0, int rows,
                            std::uint8_t* out) {
   const int ksize = KSize > 0 ? KSize : t.ksize;
   const int out_w = t.out_size;
-  thread_local std::vector<Lanes> wide;
-  wide.assign(static_cast<std::size_t>(in_w + ksize), Lanes{});
+  std::vector<Lanes> wide(static_cast<std::size_t>(in_w + ksize), Lanes{});
   const std::size_t in_stride = static_cast<std::size_t>(in_w) * 3;
   const std::size_t out_stride = static_cast<std::size_t>(out_w) * 3;
   for (int y = 0; y < rows; y += 2) {
@@ -173,8 +172,7 @@ void resample_horizontal(const std::uint8_t* in, int in_w, int row0, int rows, c
 void resample_vertical_portable(const std::uint8_t* in, int width, int row0, const Taps& t,
                                 std::uint8_t* out) {
   const std::size_t stride = static_cast<std::size_t>(width) * 3;
-  thread_local std::vector<std::int32_t> acc;
-  acc.resize(stride);
+  std::vector<std::int32_t> acc(stride);
   for (int y = 0; y < t.out_size; ++y) {
     const std::int32_t* k = &t.k[static_cast<std::size_t>(y) * t.ksize];
     const std::uint8_t* src = in + stride * (t.first[y] - row0);
@@ -205,7 +203,8 @@ void resample_vertical_avx2(const std::uint8_t* in, int width, int row0, const T
       __m256i s = _mm256_set1_epi32(kHalf);
       const std::uint8_t* p = src + i;
       for (int j = 0; j < n; ++j, p += stride) {
-        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        const __m256i v =
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
         s = _mm256_add_epi32(s, _mm256_mullo_epi32(v, _mm256_set1_epi32(k[j])));
       }
       s = _mm256_srai_epi32(s, kPrecisionBits);
@@ -269,9 +268,8 @@ RgbImage resize_bicubic(const RgbImage& in, int width, int height) {
     return out;
   }
   // Both: horizontal over only the rows the vertical pass reads, as Pillow does.
-  thread_local std::vector<std::uint8_t> tmp;
   const int rows = row_last - row_first;
-  tmp.resize(static_cast<std::size_t>(width) * rows * 3);
+  std::vector<std::uint8_t> tmp(static_cast<std::size_t>(width) * rows * 3);
   const Taps& th = taps_for(in.width, width);
   resample_horizontal(in.pixels.data(), in.width, row_first, rows, th, tmp.data());
   const Taps& tv2 = taps_for(in.height, height);  // still cached (4 slots), or recomputed
