@@ -6,7 +6,8 @@ over a deterministic sample of the fruits-360 Test set plus made variants of a f
 (other sizes, grayscale, CMYK, palette, alpha, 16-bit, 1/2/4-bit, interlaced, progressive, EXIF
 rotation, ...). Bad inputs must give ERROR lines that say what is wrong.
 
-Run: ORCHARD_BUILD=build ORCHARD_SHARED=../shared .venv/bin/python -m pytest tests/e2e/test_pixels_pillow.py
+Run: ORCHARD_BUILD=build ORCHARD_SHARED=../shared \
+         .venv/bin/python -m pytest tests/e2e/test_pixels_pillow.py
 (ORCHARD_PIXELS=/path/to/orchard-pixels overrides where the binary is looked up.)
 """
 
@@ -271,6 +272,50 @@ def test_png_variants_are_identical(sources, tmp_path):
     with Image.open(tmp_path / "p0_i16.png") as im:
         assert im.mode == "I;16" and np.asarray(im).max() > 255
     assert_identical(made, tmp_path / "out")
+
+
+def test_damaged_png_like_pillow(sources, tmp_path):
+    """Damage Pillow tolerates decodes identically; damage it refuses gives an ERROR line."""
+    arr = np.asarray(sources[1].resize((40, 30)))
+    raw = b"".join(b"\0" + arr[y].tobytes() for y in range(arr.shape[0]))
+    sig = b"\x89PNG\r\n\x1a\n"
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 30, 8, 2, 0, 0, 0))
+    good = sig + ihdr + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+    bad_idat_crc = bytearray(good)
+    bad_idat_crc[-13] ^= 0xFF  # last byte of the IDAT checksum: Pillow never checks it
+    tolerated = {
+        "no_iend.png": good[:-12],
+        "bad_idat_crc.png": bytes(bad_idat_crc),
+        "extra_data.png": (sig + ihdr + _chunk(b"IDAT", zlib.compress(raw + raw))
+                           + _chunk(b"IEND", b"")),
+        "split_idat.png": sig + ihdr + b"".join(
+            _chunk(b"IDAT", z[i:i + 97])
+            for z in [zlib.compress(raw)] for i in range(0, len(z), 97)) + _chunk(b"IEND", b""),
+    }
+    refused = {
+        # Pillow checks every chunk's checksum before the image data.
+        "bad_text_crc.png": (sig + ihdr + b"\0\0\0\4tEXtabcd\0\0\0\0"
+                             + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""),
+                             "checksum"),
+        "stream_ends_mid_row.png": (sig + ihdr + _chunk(b"IDAT", zlib.compress(raw[:5 * 121 + 50]))
+                                    + _chunk(b"IEND", b""), "corrupt PNG"),
+        "idat_cut.png": (sig + ihdr + _chunk(b"IDAT", zlib.compress(raw)[:-40])
+                         + _chunk(b"IEND", b""), "corrupt PNG"),
+    }
+    ok_paths = []
+    for name, data in tolerated.items():
+        (tmp_path / name).write_bytes(data)
+        ok_paths.append(tmp_path / name)
+    assert_identical(ok_paths, tmp_path / "ok")
+    bad_paths = []
+    for name, (data, _) in refused.items():
+        (tmp_path / name).write_bytes(data)
+        bad_paths.append(tmp_path / name)
+        with pytest.raises(Exception):
+            pillow_pixels(tmp_path / name)
+    errors = run_pixels(bad_paths, tmp_path / "bad")
+    for i, (name, (_, expected)) in enumerate(refused.items()):
+        assert i in errors and expected in errors[i], f"{name}: {errors.get(i)!r}"
 
 
 def _patched_sof(data: bytes, width: int, height: int) -> bytes:

@@ -159,19 +159,19 @@ RgbImage gray_row(const std::vector<std::uint8_t>& v) {
 
 // ---- decode ----------------------------------------------------------------------------------
 
-TEST(Decode, RealJpegDecodesTo100x100) {
+TEST(ImageDecode, RealJpegDecodesTo100x100) {
   const RgbImage img = decode_to_rgb(shared_jpeg());
   EXPECT_EQ(img.width, 100);
   EXPECT_EQ(img.height, 100);
   EXPECT_EQ(img.pixels.size(), 100u * 100u * 3u);
 }
 
-TEST(Decode, EmptyFileIsAnError) {
+TEST(ImageDecode, EmptyFileIsAnError) {
   const std::string msg = decode_error({});
   EXPECT_NE(msg.find("empty file"), std::string::npos) << msg;
 }
 
-TEST(Decode, TruncatedJpegIsAnError) {
+TEST(ImageDecode, TruncatedJpegIsAnError) {
   Bytes b = shared_jpeg();
   ASSERT_GT(b.size(), 1000u);
   b.resize(b.size() / 2);
@@ -179,40 +179,40 @@ TEST(Decode, TruncatedJpegIsAnError) {
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
 }
 
-TEST(Decode, JpegWithoutEndMarkerIsTruncatedAsInPillow) {
+TEST(ImageDecode, JpegWithoutEndMarkerIsTruncatedAsInPillow) {
   Bytes b = shared_jpeg();
   b.resize(b.size() - 2);  // drop FF D9
   const std::string msg = decode_error(b);
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
 }
 
-TEST(Decode, JunkAfterEndMarkerIsIgnored) {
+TEST(ImageDecode, JunkAfterEndMarkerIsIgnored) {
   const Bytes b = shared_jpeg();
   Bytes junk = b;
   for (int i = 0; i < 100; ++i) junk.push_back(static_cast<std::uint8_t>(i * 7));
   EXPECT_EQ(decode_to_rgb(junk).pixels, decode_to_rgb(b).pixels);
 }
 
-TEST(Decode, TextNamedJpgIsAnError) {
+TEST(ImageDecode, TextNamedJpgIsAnError) {
   const std::string text = "hello, this is a text file named photo.jpg\n";
   const std::string msg = decode_error(Bytes(text.begin(), text.end()));
   EXPECT_NE(msg.find("not a JPEG or PNG file"), std::string::npos) << msg;
   EXPECT_NE(msg.find("68 65 6C 6C"), std::string::npos) << msg;  // "hell" in hex
 }
 
-TEST(Decode, HugeJpegHeaderIsRefusedBeforeDecoding) {
+TEST(ImageDecode, HugeJpegHeaderIsRefusedBeforeDecoding) {
   const std::string msg = decode_error(patch_sof(shared_jpeg(), 60000, 60000));
   EXPECT_NE(msg.find("60000x60000"), std::string::npos) << msg;
   EXPECT_NE(msg.find("178956970"), std::string::npos) << msg;
 }
 
-TEST(Decode, PixelLimitIsPillowsDecompressionBombLimit) {
+TEST(ImageDecode, PixelLimitIsPillowsDecompressionBombLimit) {
   // 65000 x 2754 = 179,010,000 pixels: just above 2 * 89,478,485.
   const std::string msg = decode_error(patch_sof(shared_jpeg(), 65000, 2754));
   EXPECT_NE(msg.find("65000x2754"), std::string::npos) << msg;
 }
 
-TEST(Decode, LargeJpegDecodes) {
+TEST(ImageDecode, LargeJpegDecodes) {
   RgbImage src;
   src.width = 4000;
   src.height = 3000;
@@ -235,7 +235,7 @@ TEST(Decode, LargeJpegDecodes) {
   EXPECT_LE(worst, 8);  // lossy, but a smooth gradient survives closely
 }
 
-TEST(Decode, CorruptJpegReportsLibjpegMessage) {
+TEST(ImageDecode, CorruptJpegReportsLibjpegMessage) {
   Bytes b = shared_jpeg();
   // Overwrite the start of the entropy-coded data with an undefined marker.
   std::size_t sos = 0;
@@ -251,7 +251,7 @@ TEST(Decode, CorruptJpegReportsLibjpegMessage) {
   EXPECT_NE(msg.find("marker"), std::string::npos) << msg;
 }
 
-TEST(Decode, Png16BitGrayClipsLikePillow) {
+TEST(ImageDecode, Png16BitGrayClipsLikePillow) {
   // Pillow opens it as mode I;16 and convert('RGB') clips values above 255 to 255.
   const std::vector<std::uint16_t> v = {0, 1, 0xAB, 255, 256, 0x1234, 0xFFFF, 300};
   const RgbImage img = decode_to_rgb(encode_png16(8, 1, PNG_COLOR_TYPE_GRAY, v));
@@ -263,7 +263,7 @@ TEST(Decode, Png16BitGrayClipsLikePillow) {
   }
 }
 
-TEST(Decode, Png16BitRgbKeepsHighByte) {
+TEST(ImageDecode, Png16BitRgbKeepsHighByte) {
   const std::vector<std::uint16_t> v = {0x12FF, 0x00FF, 0xFF00, 0xABCD, 0x0102, 0x8080};
   const RgbImage img = decode_to_rgb(encode_png16(2, 1, PNG_COLOR_TYPE_RGB, v));
   ASSERT_EQ(img.width, 2);
@@ -271,7 +271,7 @@ TEST(Decode, Png16BitRgbKeepsHighByte) {
   EXPECT_EQ(img.pixels, want);
 }
 
-TEST(Decode, TruncatedPngIsAnError) {
+TEST(ImageDecode, TruncatedPngIsAnError) {
   std::vector<std::uint16_t> v(64 * 64 * 3);
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::uint16_t>(i * 2654435761u);
   Bytes b = encode_png16(64, 64, PNG_COLOR_TYPE_RGB, v);
@@ -282,7 +282,7 @@ TEST(Decode, TruncatedPngIsAnError) {
 
 // ---- resize ----------------------------------------------------------------------------------
 
-TEST(Resize, ConstantImageStaysConstant) {
+TEST(ImageResize, ConstantImageStaysConstant) {
   for (auto [w, h] : {std::pair{100, 100}, {300, 200}, {7, 3}, {1, 1}, {224, 50}, {1000, 750}}) {
     const RgbImage out = resize_bicubic(constant_image(w, h, 0, 255, 137), 224, 224);
     ASSERT_EQ(out.width, 224);
@@ -295,13 +295,13 @@ TEST(Resize, ConstantImageStaysConstant) {
   }
 }
 
-TEST(Resize, SameSizeIsACopy) {
+TEST(ImageResize, SameSizeIsACopy) {
   RgbImage img = constant_image(224, 224, 1, 2, 3);
   img.pixels[5] = 200;
   EXPECT_EQ(resize_bicubic(img, 224, 224).pixels, img.pixels);
 }
 
-TEST(Resize, MatchesPillowOnSmallRows) {
+TEST(ImageResize, MatchesPillowOnSmallRows) {
   // Image.fromarray(np.array([[0, 255]], np.uint8)).convert('RGB').resize((4, 1)) etc.
   auto row_of = [](const RgbImage& img) {
     std::vector<int> v;
@@ -320,13 +320,13 @@ TEST(Resize, MatchesPillowOnSmallRows) {
   EXPECT_EQ(row_of(resize_bicubic(col, 1, 3)), (std::vector<int>{90, 123, 84}));
 }
 
-TEST(Resize, RejectsEmptyTarget) {
+TEST(ImageResize, RejectsEmptyTarget) {
   EXPECT_THROW(resize_bicubic(constant_image(4, 4, 0, 0, 0), 0, 224), orchard::Error);
 }
 
 // ---- normalisation ---------------------------------------------------------------------------
 
-TEST(Normalize, EndpointsAndLayout) {
+TEST(ImageNormalize, EndpointsAndLayout) {
   RgbImage img = constant_image(2, 1, 0, 255, 127);
   img.pixels[3] = 255;  // pixel x=1: R=255, G=0, B=128
   img.pixels[4] = 0;
