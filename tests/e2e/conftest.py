@@ -1,0 +1,36 @@
+"""Shared fixtures for the end-to-end tests: the built binary, ../shared, a private model cache."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("ORCHARD_SHARED", REPO.parent / "shared"))
+TEST_IMAGES = SHARED / "data" / "fruits-360" / "Test"
+MODEL_DIR = SHARED / "models" / "mobilenet_v2_1.0_224_tfslim"
+
+
+@pytest.fixture(scope="session")
+def orchard_bin() -> Path:
+    exe = Path(os.environ.get("ORCHARD_BUILD", REPO / "build")) / "orchard"
+    if not exe.is_file():
+        pytest.fail(f"{exe}: not built; run ./setup.sh")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def model_env(tmp_path_factory) -> dict:
+    """Environment with a fresh model cache, so the tests also exercise model preparation."""
+    env = dict(os.environ)
+    env["ORCHARD_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+    return env
+
+
+def run_orchard(orchard_bin, env, *args, check=True, timeout=1800):
+    """Runs orchard, returns the CompletedProcess; fails the test with its stderr when check."""
+    p = subprocess.run([str(orchard_bin), *map(str, args)], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        pytest.fail(f"orchard {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
+    return p

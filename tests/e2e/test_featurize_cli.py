@@ -1,0 +1,159 @@
+"""End to end: `orchard featurize/run/validate` on real Fruits-360 images plus bad inputs, read back
+with pyarrow (a real Parquet reader). Checks the output contract of design.md."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import MODEL_DIR, TEST_IMAGES, run_orchard
+
+CLASSES = ["Apple Braeburn 1", "Banana 1", "Kiwi 1", "Lemon 1"]
+
+
+def sample_input(dest: Path, per_class: int) -> list[Path]:
+    """Copies the first per_class images of a few classes (sorted) into dest/<class>/."""
+    out = []
+    for c in CLASSES:
+        (dest / c).mkdir(parents=True, exist_ok=True)
+        for f in sorted((TEST_IMAGES / c).glob("*.jpg"))[:per_class]:
+            shutil.copy(f, dest / c / f.name)
+            out.append(dest / c / f.name)
+    return out
+
+
+def read_dir(folder: Path) -> pa.Table:
+    parts = sorted(folder.glob("part-*.parquet"))
+    assert parts, f"no parts in {folder}"
+    return pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+def all_rows(out: Path):
+    return read_dir(out / "features"), read_dir(out / "errors")
+
+
+def test_schema_labels_and_bad_inputs(orchard_bin, model_env, tmp_path):
+    src = tmp_path / "in"
+    good = sample_input(src, 6)
+    bad = src / "Bad"
+    bad.mkdir()
+    real = (TEST_IMAGES / CLASSES[0]).glob("*.jpg").__next__().read_bytes()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "truncated.jpg").write_bytes(real[: len(real) // 2])
+    (bad / "text.jpg").write_text("this is not an image\n")
+    # A real JPEG whose SOF0 header claims 60000x60000 pixels.
+    sof = real.index(b"\xff\xc0")
+    bomb = bytearray(real)
+    bomb[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    (bad / "bomb.jpg").write_bytes(bytes(bomb))
+    # Odd but valid: a 4000x3000 JPEG and a 16-bit grayscale PNG named .jpg must embed.
+    fruit = Image.open(good[0]).convert("RGB")
+    fruit.resize((4000, 3000)).save(bad / "huge_4000x3000.jpg", quality=90)
+    Image.fromarray((np.asarray(fruit.convert("L"), dtype=np.uint16) * 200)).save(bad / "gray16.jpg", format="PNG")
+    (src / CLASSES[0] / "notes.txt").write_text("not matched by the glob")
+
+    out = tmp_path / "out"
+    p = run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", MODEL_DIR, "--shard-size", "10")
+    feats, errs = all_rows(out)
+
+    assert feats.schema.field("path").type == pa.string()
+    assert feats.schema.field("label").type == pa.string()
+    assert feats.schema.field("features").type == pa.list_(pa.float32())
+    assert errs.schema.names == ["path", "error"]
+
+    paths = feats.column("path").to_pylist() + errs.column("path").to_pylist()
+    expected = sorted(str(f) for f in src.rglob("*.jpg"))
+    assert sorted(paths) == expected, "every input exactly once in features/ or errors/"
+    assert len(set(paths)) == len(paths)
+
+    vecs = np.array(feats.column("features").to_pylist(), dtype=np.float32)
+    assert vecs.shape == (len(feats), 1280)
+    assert np.isfinite(vecs).all() and (np.abs(vecs).sum(axis=1) > 0).all()
+    for path, label in zip(feats.column("path").to_pylist(), feats.column("label").to_pylist()):
+        assert label == Path(path).parent.name
+
+    errors = dict(zip(errs.column("path").to_pylist(), errs.column("error").to_pylist()))
+    assert set(Path(p).name for p in errors) == {"empty.jpg", "truncated.jpg", "text.jpg", "bomb.jpg"}
+    by_name = {Path(p).name: e.lower() for p, e in errors.items()}
+    assert "empty" in by_name["empty.jpg"]
+    assert "truncated" in by_name["truncated.jpg"]
+    assert "not a jpeg or png" in by_name["text.jpg"]
+    assert "60000" in by_name["bomb.jpg"]
+
+
+def test_resume_after_sigkill_gives_each_input_once(orchard_bin, model_env, tmp_path):
+    src = tmp_path / "in"
+    inputs = sample_input(src, 60)  # 240 images, 24 shards of 10
+    out = tmp_path / "out"
+    args = [str(orchard_bin), "featurize", str(src), str(out), "--model", str(MODEL_DIR), "--shard-size", "10", "--quiet"]
+    proc = subprocess.Popen(args, env=model_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list((out / "features").glob("part-*.parquet"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / "features").glob("part-*.parquet")))
+    assert 3 <= done_before < 24, f"the kill should land midway ({done_before} of 24 parts)"
+
+    p = run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", MODEL_DIR, "--shard-size", "10")
+    assert f"{done_before} of 24 shards were already finished" in p.stderr or \
+        f"of 24 shards were already finished" in p.stderr
+    feats, errs = all_rows(out)
+    paths = feats.column("path").to_pylist() + errs.column("path").to_pylist()
+    assert sorted(paths) == sorted(map(str, inputs)), "exactly one row per input after resume"
+    assert not list(out.rglob("*.tmp-*")), "no half-written files left"
+
+    # Same numbers as an uninterrupted run.
+    clean = tmp_path / "clean"
+    run_orchard(orchard_bin, model_env, "featurize", src, clean, "--model", MODEL_DIR, "--shard-size", "10")
+    a = {r["path"]: r["features"] for r in feats.to_pylist()}
+    b = {r["path"]: r["features"] for r in read_dir(clean / "features").to_pylist()}
+    assert a.keys() == b.keys()
+    worst = max(float(np.max(np.abs(np.array(a[k]) - np.array(b[k])))) for k in a)
+    assert worst < 1e-5
+
+    # A rerun with other options is refused instead of mixing two plans.
+    p = run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", MODEL_DIR, "--shard-size", "7", check=False)
+    assert p.returncode != 0 and "--shard-size 10" in p.stderr
+
+
+def test_run_then_validate_catches_damage(orchard_bin, model_env, tmp_path):
+    src = tmp_path / "in"
+    sample_input(src, 15)
+    out = tmp_path / "out"
+    p = run_orchard(orchard_bin, model_env, "run", src, out, "--model", MODEL_DIR, "--shard-size", "20", "--variance", "0.9")
+    assert (out / "_SUCCESS").is_file() and (out / "report" / "index.html").is_file()
+    assert run_orchard(orchard_bin, model_env, "validate", out).returncode == 0
+
+    # A zeroed vector: validate names the file and the problem.
+    part = out / "features" / "part-00001.parquet"
+    t = pq.read_table(part)
+    vecs = t.column("features").to_pylist()
+    vecs[3] = [0.0] * 1280
+    pq.write_table(t.set_column(2, "features", pa.array(vecs, pa.list_(pa.float32()))), part)
+    p = run_orchard(orchard_bin, model_env, "validate", out, check=False)
+    assert p.returncode != 0
+    assert "part-00001.parquet" in p.stderr and "all-zero" in p.stderr
+
+    # A removed part: validate names it and says how to repair.
+    part.unlink()
+    p = run_orchard(orchard_bin, model_env, "validate", out, check=False)
+    assert p.returncode != 0 and "part-00001.parquet is missing" in p.stderr
+
+
+def test_job_level_errors_are_one_clear_line(orchard_bin, model_env, tmp_path):
+    p = run_orchard(orchard_bin, model_env, "featurize", tmp_path / "nope", tmp_path / "o", "--model", MODEL_DIR, check=False)
+    assert p.returncode != 0 and "nope" in p.stderr and "not a folder" in p.stderr
+    (tmp_path / "empty").mkdir()
+    p = run_orchard(orchard_bin, model_env, "featurize", tmp_path / "empty", tmp_path / "o2", "--model", MODEL_DIR, check=False)
+    assert p.returncode != 0 and "no file matches --glob" in p.stderr
+    p = run_orchard(orchard_bin, model_env, "featurize", tmp_path / "empty", tmp_path / "o3", "--model", tmp_path, check=False)
+    assert p.returncode != 0 and "Conv_weights.npy" in p.stderr
+    assert run_orchard(orchard_bin, model_env, "--help").stdout.count("featurize") >= 1
