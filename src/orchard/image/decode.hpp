@@ -19,7 +19,9 @@ inline constexpr std::int64_t kMaxPixels = 178956970;
 
 // Decodes JPEG or PNG bytes to RGB as Pillow's convert('RGB') does. Throws orchard::Error naming
 // the problem (empty, truncated, not an image, too large, unsupported) without a file name; the
-// caller adds the path.
+// caller adds the path. Refuses what Pillow refuses: a JPEG that ends before its EOI marker (even
+// with every scanline present) is truncated; a PNG chunk before the image data with a bad CRC is
+// corrupt. The size is checked against kMaxPixels before any pixel buffer is allocated.
 RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes);
 
 }  // namespace orchard::image
