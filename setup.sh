@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
   build-essential cmake pkg-config git
-  libtorch-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev
+  libtorch-dev libjpeg62-turbo-dev libpng-dev
   liblapacke-dev libopenblas-dev libhdf5-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
   python3-venv python3-dev openjdk-17-jre-headless chromium
