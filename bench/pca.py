@@ -128,8 +128,13 @@ def run_orchard(exe, features, opts, tmp):
             k = pq.read_table(out / "pca" / "model.parquet", columns=["k"]).column("k")[0].as_py()
         except Exception as e:  # the figures stand without k
             print("could not read k:", e)
-        return {"wall_s": wall, "peak_tree_rss_mib": peak, "max_process_rss_mib": maxrss, "k": k,
-                "log_tail": log.strip().splitlines()[-5:]}
+        result = {"wall_s": wall, "peak_tree_rss_mib": peak, "max_process_rss_mib": maxrss, "k": k,
+                  "log_tail": log.strip().splitlines()[-5:]}
+        for stage in ("fit", "transform"):  # orchard prints e.g. "fit 1.8s, transform 0.4s"
+            m = re.search(rf"\b{stage} ([0-9.]+) ?s\b", log)
+            if m:
+                result[f"{stage}_s"] = m.group(1)
+        return result
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
