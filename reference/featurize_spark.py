@@ -247,7 +247,8 @@ def main(argv=None) -> int:
     print(f"featurize_spark: {n} images ({n_null} unreadable -> null features) -> {output}")
     print(f"featurize_spark: master={args.master} tasks={slots} tf_intra_op_threads={tf_threads} "
           f"arrow_batch={args.batch} repartition={args.repartition}")
-    print(f"featurize_spark: spark start {t_spark - t_start:.1f} s, job {job_s:.1f} s, total {total_s:.1f} s")
+    print(f"featurize_spark: start-up (Spark {t_spark - t_start:.1f} s, then weights + broadcast) "
+          f"{t_job - t_start:.1f} s, job {job_s:.1f} s, total {total_s:.1f} s")
     print(f"featurize_spark: {n / job_s:.2f} images/s (job), {n / total_s:.2f} images/s (end to end)")
     return 0
 
