@@ -95,11 +95,13 @@ class TreeMemory(threading.Thread):
 
 
 # --------------------------------------------------------------------------- runs
-def timed_run(name: str, cmd: list[str], log: Path) -> dict:
-    print(f"\n[{name}] $ {shlex.join(cmd)}", flush=True)
+def timed_run(name: str, cmd: list[str], log: Path, env_extra: dict | None = None) -> dict:
+    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (env_extra or {}).items())
+    print(f"\n[{name}] $ {prefix}{shlex.join(cmd)}", flush=True)
+    env = dict(os.environ, **(env_extra or {}))
     t0 = time.perf_counter()
     with open(log, "wb") as lf:
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         mon = TreeMemory(proc.pid)
         mon.start()
         rc = proc.wait()
@@ -162,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"), help="python for the reference")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--skip-orchard", action="store_true")
+    ap.add_argument("--cold-cache", action="store_true",
+                    help="give orchard an empty ORCHARD_CACHE, so model preparation is timed too")
     ap.add_argument("--keep", action="store_true", help="keep the outputs (printed) instead of deleting them")
     args = ap.parse_args(argv)
 
@@ -178,7 +182,8 @@ def main(argv=None) -> int:
             out = work / "orchard"
             cmd = [args.orchard, "featurize", args.input, str(out), "--model", args.model,
                    "--limit", str(args.n)] + shlex.split(args.orchard_args)
-            results["orchard"] = timed_run("orchard", cmd, work / "orchard.log") | {"out": out}
+            env_extra = {"ORCHARD_CACHE": str(work / "orchard-cache")} if args.cold_cache else None
+            results["orchard"] = timed_run("orchard", cmd, work / "orchard.log", env_extra) | {"out": out}
         if not args.skip_reference:
             out = work / "reference"
             cmd = [args.python, str(REPO / "reference" / "featurize_spark.py"), args.input, str(out),
