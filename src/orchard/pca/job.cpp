@@ -9,6 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include <cblas.h>
+
 #include "orchard/error.hpp"
 #include "orchard/pca/pca.hpp"
 #include "orchard/table/tables.hpp"
@@ -17,6 +19,7 @@ namespace orchard::pca {
 namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kDim = 1280;
+constexpr std::int64_t kBatchRows = 4096;  // rows in memory per thread (~20 MB of features)
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -113,12 +116,15 @@ JobSummary run_job(const storage::Location& output, const JobOptions& o) {
   if (parts.empty())
     throw Error(output.child("features").path + ": no part files; run `orchard featurize INPUT " + output.path + "` first");
   const int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  // Parallelism comes from the part threads; a multithreaded BLAS under them would oversubscribe.
+  openblas_set_num_threads(1);
   JobSummary s;
   auto t0 = Clock::now();
   std::vector<Moments> partial(threads, Moments(kDim));
   parallel_parts(parts.size(), threads, [&](std::size_t i, int t) {
-    auto rows = table::read_vectors(parts[i], "features", kDim);
-    partial[t].add_rows(rows.values.data(), static_cast<std::int64_t>(rows.size()));
+    table::for_each_batch(parts[i], "features", kDim, kBatchRows, [&](const table::VectorRows& rows) {
+      partial[t].add_rows(rows.values.data(), static_cast<std::int64_t>(rows.size()));
+    });
   });
   Moments all(kDim);
   for (const auto& p : partial) all.merge(p);
@@ -145,24 +151,26 @@ JobSummary run_job(const storage::Location& output, const JobOptions& o) {
     storage::check(old.fs->DeleteFile(old.path), old.path + ": cannot replace");
   std::vector<std::string> csv_chunks(parts.size());
   parallel_parts(parts.size(), threads, [&](std::size_t i, int) {
-    auto rows = table::read_vectors(parts[i], "features", kDim);
-    table::VectorRows out;
-    out.dim = s.k;
-    out.paths = std::move(rows.paths);
-    out.labels = std::move(rows.labels);
-    out.values.resize(out.paths.size() * s.k);
-    project(f, s.k, rows.values.data(), static_cast<std::int64_t>(out.paths.size()), o.center, out.values.data());
     const auto name = parts[i].path.substr(parts[i].path.rfind('/') + 1);
-    table::write_vectors(out_dir.child(name), out, "pca");
-    if (!o.csv.empty()) {
-      std::ostringstream os;
-      for (std::size_t r = 0; r < out.paths.size(); ++r) {
-        os << csv_quote(out.paths[r]) << ',' << csv_quote(out.labels[r]);
-        for (int j = 0; j < s.k; ++j) os << ',' << out.values[r * s.k + j];
-        os << '\n';
-      }
-      csv_chunks[i] = os.str();
-    }
+    std::ostringstream csv;
+    table::write_vectors_streamed(out_dir.child(name), "pca", [&](const table::EmitFn& emit) {
+      table::VectorRows out;
+      table::for_each_batch(parts[i], "features", kDim, kBatchRows, [&](const table::VectorRows& rows) {
+        out.dim = s.k;
+        out.paths = rows.paths;
+        out.labels = rows.labels;
+        out.values.resize(rows.size() * s.k);
+        project(f, s.k, rows.values.data(), static_cast<std::int64_t>(rows.size()), o.center, out.values.data());
+        emit(out);
+        if (!o.csv.empty())
+          for (std::size_t r = 0; r < out.size(); ++r) {
+            csv << csv_quote(out.paths[r]) << ',' << csv_quote(out.labels[r]);
+            for (int j = 0; j < s.k; ++j) csv << ',' << out.values[r * s.k + j];
+            csv << '\n';
+          }
+      });
+    });
+    if (!o.csv.empty()) csv_chunks[i] = csv.str();
   });
   if (!o.csv.empty()) {
     std::ostringstream os;

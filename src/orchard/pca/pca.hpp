@@ -9,8 +9,8 @@ namespace orchard::pca {
 struct Moments {
   int dim = 0;
   std::int64_t count = 0;
-  std::vector<double> sum;   // dim
-  std::vector<double> gram;  // dim x dim, row-major, full symmetric after finish()
+  std::vector<double> sum;   // dim: the plain column sums (mean = sum / count)
+  std::vector<double> gram;  // dim x dim row-major: the centred scatter sum (x - mean)(x - mean)^T
 
   explicit Moments(int dim = 0);
   // Adds n rows (row-major n x dim floats). Cost O(n dim^2) through BLAS.

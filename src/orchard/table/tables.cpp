@@ -29,6 +29,16 @@ std::shared_ptr<arrow::Schema> error_schema() {
 }
 
 namespace {
+constexpr std::int64_t kRowGroupRows = 8192;  // ~40 MB of 1280-d vectors per row group
+
+std::shared_ptr<parquet::WriterProperties> writer_properties() {
+  return parquet::WriterProperties::Builder().compression(parquet::Compression::SNAPPY)->build();
+}
+// store_schema keeps the schema's key-value metadata (the manifest's options).
+std::shared_ptr<parquet::ArrowWriterProperties> arrow_writer_properties() {
+  return parquet::ArrowWriterProperties::Builder().store_schema()->build();
+}
+
 std::shared_ptr<arrow::Array> strings(const std::vector<std::string>& v) {
   arrow::StringBuilder b;
   check(b.AppendValues(v), "building a string column");
@@ -37,20 +47,19 @@ std::shared_ptr<arrow::Array> strings(const std::vector<std::string>& v) {
 }  // namespace
 
 void write_table(const storage::Location& file, const arrow::Table& table) {
-  auto props = parquet::WriterProperties::Builder().compression(parquet::Compression::SNAPPY)->build();
-  // store_schema keeps the schema's key-value metadata (the manifest's options).
-  auto arrow_props = parquet::ArrowWriterProperties::Builder().store_schema()->build();
   storage::write_atomic(file, [&](const auto& out) {
-    check(parquet::arrow::WriteTable(table, arrow::default_memory_pool(), out, 64 * 1024, props, arrow_props),
+    check(parquet::arrow::WriteTable(table, arrow::default_memory_pool(), out, kRowGroupRows,
+                                     writer_properties(), arrow_writer_properties()),
           file.path + ": cannot write Parquet");
   });
 }
 
-void write_vectors(const storage::Location& file, const VectorRows& rows, const std::string& column) {
+namespace {
+std::shared_ptr<arrow::Table> vector_table(const VectorRows& rows, const std::string& column, const std::string& where) {
   const auto n = static_cast<std::int64_t>(rows.size());
-  if (static_cast<std::int64_t>(rows.values.size()) != n * rows.dim)
-    throw Error(file.path + ": internal error, " + std::to_string(rows.values.size()) +
-                " values for " + std::to_string(n) + " rows of " + std::to_string(rows.dim));
+  if (static_cast<std::int64_t>(rows.values.size()) != n * rows.dim || rows.labels.size() != rows.paths.size())
+    throw Error(where + ": internal error, " + std::to_string(rows.values.size()) + " values for " +
+                std::to_string(n) + " rows of " + std::to_string(rows.dim));
   arrow::FloatBuilder fb;
   check(fb.AppendValues(rows.values), "building vectors");
   auto values = value_or_throw(fb.Finish(), "building vectors");
@@ -60,8 +69,26 @@ void write_vectors(const storage::Location& file, const VectorRows& rows, const 
   check(ob.AppendValues(offsets), "building vectors");
   auto offs = value_or_throw(ob.Finish(), "building vectors");
   auto lists = value_or_throw(arrow::ListArray::FromArrays(*offs, *values), "building vectors");
-  auto table = arrow::Table::Make(vector_schema(column), {strings(rows.paths), strings(rows.labels), lists});
-  write_table(file, *table);
+  return arrow::Table::Make(vector_schema(column), {strings(rows.paths), strings(rows.labels), lists});
+}
+}  // namespace
+
+void write_vectors_streamed(const storage::Location& file, const std::string& column,
+                            const std::function<void(const EmitFn& emit)>& produce) {
+  storage::write_atomic(file, [&](const auto& out) {
+    auto writer = value_or_throw(
+        parquet::arrow::FileWriter::Open(*vector_schema(column), arrow::default_memory_pool(), out,
+                                         writer_properties(), arrow_writer_properties()),
+        file.path + ": cannot write Parquet");
+    produce([&](const VectorRows& rows) {
+      check(writer->WriteTable(*vector_table(rows, column, file.path), kRowGroupRows), file.path + ": cannot write Parquet");
+    });
+    check(writer->Close(), file.path + ": cannot finish Parquet");
+  });
+}
+
+void write_vectors(const storage::Location& file, const VectorRows& rows, const std::string& column) {
+  write_vectors_streamed(file, column, [&](const EmitFn& emit) { emit(rows); });
 }
 
 void write_errors(const storage::Location& file, const ErrorRows& rows) {
@@ -100,32 +127,72 @@ std::vector<std::string> to_strings(const std::shared_ptr<arrow::Array>& a, cons
 }
 }  // namespace
 
-VectorRows read_vectors(const storage::Location& file, const std::string& name, int dim) {
-  auto t = read_table(file);
-  VectorRows rows;
-  rows.paths = to_strings(column(*t, "path", *arrow::utf8(), file.path), file.path + " path");
-  rows.labels = to_strings(column(*t, "label", *arrow::utf8(), file.path), file.path + " label");
-  const auto& lists = static_cast<const arrow::ListArray&>(
-      *column(*t, name, *arrow::list(arrow::float32()), file.path));
+namespace {
+// Converts one record batch of (path, label, name list<float>) into rows, checking every row.
+void batch_to_rows(const arrow::RecordBatch& b, const std::string& name, const std::string& file, VectorRows& rows,
+                   std::int64_t first_row) {
+  auto col = [&](const std::string& n, const arrow::DataType& type) {
+    auto a = b.GetColumnByName(n);
+    if (!a || !a->type()->Equals(type))
+      throw Error(file + ": column '" + n + "' missing or not " + type.ToString() + " (schema: " +
+                  b.schema()->ToString() + ")");
+    return a;
+  };
+  rows.paths = to_strings(col("path", *arrow::utf8()), file + " path");
+  rows.labels = to_strings(col("label", *arrow::utf8()), file + " label");
+  const auto& lists = static_cast<const arrow::ListArray&>(*col(name, *arrow::list(arrow::float32())));
   const auto& flat = static_cast<const arrow::FloatArray&>(*lists.values());
-  rows.dim = dim;
   for (std::int64_t i = 0; i < lists.length(); ++i) {
     const int len = lists.IsNull(i) ? -1 : lists.value_length(i);
-    if (i == 0 && rows.dim == 0) rows.dim = len;
+    if (rows.dim == 0) rows.dim = len;
     if (len != rows.dim)
-      throw Error(file.path + ": row " + std::to_string(i) + " (" + rows.paths[i] + ") has " +
+      throw Error(file + ": row " + std::to_string(first_row + i) + " (" + rows.paths[i] + ") has " +
                   std::to_string(len) + " values in '" + name + "', expected " + std::to_string(rows.dim));
   }
   rows.values.resize(static_cast<std::size_t>(lists.length()) * rows.dim);
   for (std::int64_t i = 0; i < lists.length(); ++i) {
     const auto off = lists.value_offset(i);
-    for (int j = 0; j < rows.dim; ++j) {
-      if (flat.IsNull(off + j))
-        throw Error(file.path + ": row " + std::to_string(i) + " (" + rows.paths[i] + ") has a null value");
-      rows.values[i * rows.dim + j] = flat.Value(off + j);
-    }
+    if (flat.null_count() > 0)
+      for (int j = 0; j < rows.dim; ++j)
+        if (flat.IsNull(off + j))
+          throw Error(file + ": row " + std::to_string(first_row + i) + " (" + rows.paths[i] + ") has a null value");
+    std::copy(flat.raw_values() + off, flat.raw_values() + off + rows.dim, rows.values.begin() + i * rows.dim);
   }
-  return rows;
+}
+}  // namespace
+
+void for_each_batch(const storage::Location& file, const std::string& name, int dim, std::int64_t batch_rows,
+                    const std::function<void(const VectorRows&)>& f) {
+  auto in = value_or_throw(file.fs->OpenInputFile(file.path), file.path + ": cannot open");
+  parquet::arrow::FileReaderBuilder builder;
+  check(builder.Open(in), file.path + ": not a readable Parquet file");
+  parquet::ArrowReaderProperties props;
+  props.set_batch_size(batch_rows);
+  builder.properties(props);
+  auto reader = value_or_throw(builder.Build(), file.path + ": not a readable Parquet file");
+  auto batches = value_or_throw(reader->GetRecordBatchReader(), file.path + ": cannot read Parquet");
+  VectorRows rows;
+  std::int64_t first_row = 0;
+  while (true) {
+    auto batch = value_or_throw(batches->Next(), file.path + ": cannot read Parquet");
+    if (!batch) break;
+    rows.dim = dim > 0 ? dim : rows.dim;
+    batch_to_rows(*batch, name, file.path, rows, first_row);
+    first_row += batch->num_rows();
+    f(rows);
+  }
+}
+
+VectorRows read_vectors(const storage::Location& file, const std::string& name, int dim) {
+  VectorRows all;
+  all.dim = dim;
+  for_each_batch(file, name, dim, 1 << 16, [&](const VectorRows& rows) {
+    all.dim = rows.dim;
+    all.paths.insert(all.paths.end(), rows.paths.begin(), rows.paths.end());
+    all.labels.insert(all.labels.end(), rows.labels.begin(), rows.labels.end());
+    all.values.insert(all.values.end(), rows.values.begin(), rows.values.end());
+  });
+  return all;
 }
 
 ErrorRows read_errors(const storage::Location& file) {

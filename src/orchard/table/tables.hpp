@@ -3,6 +3,7 @@
 #include <arrow/api.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,13 @@ std::shared_ptr<arrow::Schema> error_schema();
 
 // Writes rows as one snappy Parquet file, atomically. column is "features" or "pca".
 void write_vectors(const storage::Location& file, const VectorRows& rows, const std::string& column);
+
+// Receives one batch of rows to append to the file being written.
+using EmitFn = std::function<void(const VectorRows&)>;
+// Writes one Parquet file atomically from the batches that produce() emits, one at a time, so
+// memory holds a single batch whatever the file's size.
+void write_vectors_streamed(const storage::Location& file, const std::string& column,
+                            const std::function<void(const EmitFn& emit)>& produce);
 void write_errors(const storage::Location& file, const ErrorRows& rows);
 // Writes any Arrow table as one snappy Parquet file, atomically.
 void write_table(const storage::Location& file, const arrow::Table& table);
@@ -42,6 +50,11 @@ std::shared_ptr<arrow::Table> read_table(const storage::Location& file);
 // Reads a vector table (path, label, column list<float>); checks every row has `dim` values when
 // dim > 0. Throws orchard::Error naming the file and the first bad row.
 VectorRows read_vectors(const storage::Location& file, const std::string& column, int dim = 0);
+
+// Reads a vector table in consecutive batches of at most batch_rows rows, calling f for each
+// (memory: one batch). Same checks as read_vectors.
+void for_each_batch(const storage::Location& file, const std::string& column, int dim,
+                    std::int64_t batch_rows, const std::function<void(const VectorRows&)>& f);
 ErrorRows read_errors(const storage::Location& file);
 
 // Sorted part files (part-*.parquet) in folder; empty when the folder is missing.
