@@ -9,7 +9,7 @@ inline constexpr const char* kVersion = "orchard 0.1.0";
 
 struct FeaturizeArgs {
   std::string input, output, model, glob = "*.jpg";
-  int batch = 4, threads = 0, shard_size = 1000;
+  int batch = 2, threads = 0, shard_size = 1000;
   std::int64_t limit = 0;
   bool quiet = false;
 };

@@ -12,7 +12,7 @@
 namespace orchard::featurize {
 
 struct Options {
-  int batch = 4;      // images per forward pass (measured best on 2 cores: docs/benchmarks.md)
+  int batch = 2;      // images per forward pass (measured best on 2 cores: docs/benchmarks.md)
   int threads = 0;    // worker threads, each decoding and inferring its own batches; 0 = all cores
   bool progress = true;  // a rate line on stderr when it is a terminal
 };

@@ -40,19 +40,21 @@ class Builder {
     const auto gamma = get(w_, bn + "/gamma", {out}), beta = get(w_, bn + "/beta", {out});
     const auto mean = get(w_, bn + "/moving_mean", {out}), var = get(w_, bn + "/moving_variance", {out});
     const auto scale = gamma / at::sqrt(var + kBatchNormEpsilon);
-    const auto weight = (k * scale.view({-1, 1, 1, 1})).contiguous();
+    auto weight = (k * scale.view({-1, 1, 1, 1})).contiguous();
     const auto bias = (beta - mean * scale).contiguous();
     const std::string p = "p" + std::to_string(count_++);
-    module_.register_parameter(p + "_w", weight, false);
-    module_.register_parameter(p + "_b", bias, false);
 
-    std::string input = "x";
     int pad = kernel / 2;
     if (kernel == 3 && stride == 2) {
-      src_ << "        x = torch.constant_pad_nd(x, [0, 1, 0, 1], 0.0)\n";
-      pad = 0;
+      // TF "same" pads 0 before and 1 after. A 4x4 kernel whose first row and column are zero,
+      // with symmetric padding 1, reads exactly the same window and keeps the whole graph in
+      // oneDNN layouts (an explicit pad op forces a conversion to dense and back).
+      weight = at::constant_pad_nd(weight, {1, 0, 1, 0}, 0.0).contiguous();
+      pad = 1;
     }
-    src_ << "        x = torch.conv2d(" << input << ", self." << p << "_w, self." << p << "_b, ["
+    module_.register_parameter(p + "_w", weight, false);
+    module_.register_parameter(p + "_b", bias, false);
+    src_ << "        x = torch.conv2d(x, self." << p << "_w, self." << p << "_b, ["
          << stride << ", " << stride << "], [" << pad << ", " << pad << "], [1, 1], "
          << (depthwise ? in : 1) << ")\n";
     if (relu6) src_ << "        x = torch.hardtanh(x, 0.0, 6.0)\n";

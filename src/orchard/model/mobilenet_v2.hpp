@@ -9,6 +9,8 @@ namespace orchard::model {
 
 inline constexpr int kEmbeddingDim = 1280;
 inline constexpr int kInputSize = 224;
+// Bumped whenever build_mobilenet_v2 emits a different graph, so cached models are rebuilt.
+inline constexpr int kGraphVersion = 2;
 
 // Builds the frozen module: forward(x: [N,3,224,224] float, x/127.5-1) -> [N,1280] average-pooled
 // embedding (Keras MobileNetV2(include_top=False, pooling='avg')). Throws orchard::Error naming any

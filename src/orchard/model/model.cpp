@@ -37,8 +37,10 @@ std::string prepare(const std::string& weights, const std::string& out_path) {
   } else {
     throw Error(weights + ": not a model; pass a TF-slim .npy folder, a Keras .h5 weights file or a prepared .pt");
   }
+  // The name changes with the weights and with the graph Orchard builds from them.
   char name[64];
-  std::snprintf(name, sizeof name, "mobilenet_v2-%016llx.pt", static_cast<unsigned long long>(fingerprint(w)));
+  std::snprintf(name, sizeof name, "mobilenet_v2-g%d-%016llx.pt", kGraphVersion,
+                static_cast<unsigned long long>(fingerprint(w)));
   const std::string target = out_path.empty() ? cache_dir() + "/" + name : out_path;
   if (out_path.empty() && fs::is_regular_file(target)) return target;
   auto module = build_mobilenet_v2(w);
