@@ -1,6 +1,7 @@
 """End to end: `orchard featurize/run/validate` on real Fruits-360 images plus bad inputs, read back
 with pyarrow (a real Parquet reader). Checks the output contract of design.md."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,16 +104,17 @@ def test_resume_after_sigkill_gives_each_input_once(orchard_bin, model_env, tmp_
     assert 3 <= done_before < 24, f"the kill should land midway ({done_before} of 24 parts)"
 
     p = run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", MODEL_DIR, "--shard-size", "10")
-    assert f"{done_before} of 24 shards were already finished" in p.stderr or \
-        f"of 24 shards were already finished" in p.stderr
+    skipped = int(re.search(r"(\d+) of 24 shards were already finished", p.stderr).group(1))
+    assert skipped >= done_before, "the rerun must skip every shard finished before the kill"
     feats, errs = all_rows(out)
     paths = feats.column("path").to_pylist() + errs.column("path").to_pylist()
     assert sorted(paths) == sorted(map(str, inputs)), "exactly one row per input after resume"
     assert not list(out.rglob("*.tmp-*")), "no half-written files left"
 
-    # Same numbers as an uninterrupted run.
+    # Same numbers as an uninterrupted run on one worker thread.
     clean = tmp_path / "clean"
-    run_orchard(orchard_bin, model_env, "featurize", src, clean, "--model", MODEL_DIR, "--shard-size", "10")
+    run_orchard(orchard_bin, model_env, "featurize", src, clean, "--model", MODEL_DIR, "--shard-size", "10",
+                "--threads", "1", "--batch", "3")
     a = {r["path"]: r["features"] for r in feats.to_pylist()}
     b = {r["path"]: r["features"] for r in read_dir(clean / "features").to_pylist()}
     assert a.keys() == b.keys()
@@ -122,6 +124,10 @@ def test_resume_after_sigkill_gives_each_input_once(orchard_bin, model_env, tmp_
     # A rerun with other options is refused instead of mixing two plans.
     p = run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", MODEL_DIR, "--shard-size", "7", check=False)
     assert p.returncode != 0 and "--shard-size 10" in p.stderr
+    other = tmp_path / "other"
+    shutil.copytree(src, other)
+    p = run_orchard(orchard_bin, model_env, "featurize", other, out, "--model", MODEL_DIR, "--shard-size", "10", check=False)
+    assert p.returncode != 0 and "holds a run over INPUT" in p.stderr and str(src) in p.stderr
 
 
 def test_run_then_validate_catches_damage(orchard_bin, model_env, tmp_path):
@@ -146,6 +152,13 @@ def test_run_then_validate_catches_damage(orchard_bin, model_env, tmp_path):
     part.unlink()
     p = run_orchard(orchard_bin, model_env, "validate", out, check=False)
     assert p.returncode != 0 and "part-00001.parquet is missing" in p.stderr
+
+    # A malformed manifest and PCA model: a clear message naming the file, not a crash.
+    pq.write_table(pa.table({"x": [1]}), out / "_manifest.parquet")
+    pq.write_table(pa.table({"k": pa.array([3], pa.int64())}), out / "pca" / "model.parquet")
+    p = run_orchard(orchard_bin, model_env, "validate", out, check=False)
+    assert p.returncode == 1, p.stderr
+    assert "_manifest.parquet" in p.stderr and "model.parquet: column 'k'" in p.stderr
 
 
 def test_job_level_errors_are_one_clear_line(orchard_bin, model_env, tmp_path):

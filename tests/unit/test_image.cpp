@@ -29,18 +29,12 @@ using orchard::image::resize_bicubic;
 using orchard::image::RgbImage;
 using Bytes = std::vector<std::uint8_t>;
 
-// A fruits-360 Test image (the first in name order among the first 50 found): 100x100 colour.
+// A fixed fruits-360 Test image: 100x100 colour JPEG.
 Bytes shared_jpeg() {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(ORCHARD_SHARED_DIR) / "data" / "fruits-360" / "Test";
-  std::vector<fs::path> files;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file() && e.path().extension() == ".jpg") files.push_back(e.path());
-    if (files.size() >= 50) break;
-  }
-  if (files.empty()) ADD_FAILURE() << "no JPEG under " << dir;
-  std::sort(files.begin(), files.end());
-  std::ifstream f(files.at(0), std::ios::binary);
+  const fs::path file = fs::path(ORCHARD_SHARED_DIR) / "data" / "fruits-360" / "Test" / "Apple Braeburn 1" / "r_80_100.jpg";
+  if (!fs::is_regular_file(file)) ADD_FAILURE() << "missing test image " << file;
+  std::ifstream f(file, std::ios::binary);
   return Bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 

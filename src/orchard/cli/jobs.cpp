@@ -20,6 +20,11 @@
 
 namespace orchard::cli {
 namespace {
+void remove_success(const storage::Location& output) {
+  const auto success = output.child("_SUCCESS");
+  if (storage::exists(success)) storage::check(success.fs->DeleteFile(success.path), success.path + ": cannot remove");
+}
+
 nlohmann::json versions() {
   return {{"orchard", kVersion}, {"libtorch", TORCH_VERSION}, {"arrow", ARROW_VERSION_STRING}};
 }
@@ -29,9 +34,8 @@ void run_featurize(const FeaturizeArgs& a) {
   const auto input = storage::open(a.input);
   const auto output = storage::open(a.output);
   const std::string model_pt = model::resolve(a.model);
-  const auto success = output.child("_SUCCESS");
-  if (storage::exists(success)) storage::check(success.fs->DeleteFile(success.path), success.path + ": cannot remove");
-  const auto manifest = dataset::plan(input, output, {a.input, a.glob, a.limit, a.shard_size});
+  remove_success(output);
+  const auto manifest = dataset::plan(input, output, {input.path, a.glob, a.limit, a.shard_size});
   std::fprintf(stderr, "featurize: %zu images in %d shards, model %s\n", manifest.items.size(),
                manifest.num_shards(), model_pt.c_str());
   const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, !a.quiet});
@@ -51,6 +55,7 @@ void run_featurize(const FeaturizeArgs& a) {
 
 void run_pca(const PcaArgs& a) {
   const auto output = storage::open(a.output);
+  remove_success(output);  // the job's outputs change: it is no longer a validated, complete run
   const auto s = pca::run_job(output, {a.variance, a.k, a.center, a.csv, 0});
   std::fprintf(stderr, "pca: %lld rows, k = %d (%.2f%% of the variance), fit %.1fs, transform %.1fs\n",
                static_cast<long long>(s.rows), s.k, 100 * s.cumulative, s.fit_seconds, s.transform_seconds);
@@ -117,8 +122,10 @@ void run_prepare_model(const std::string& weights, const std::string& out) {
   const std::string path = model::prepare(weights, out);
   if (out.empty()) {
     const std::string def = model::cache_dir() + "/default.pt";
-    std::filesystem::copy_file(path, def + ".tmp", std::filesystem::copy_options::overwrite_existing);
-    std::filesystem::rename(def + ".tmp", def);
+    std::error_code ec;
+    std::filesystem::copy_file(path, def + ".tmp", std::filesystem::copy_options::overwrite_existing, ec);
+    if (!ec) std::filesystem::rename(def + ".tmp", def, ec);
+    if (ec) throw Error(def + ": cannot write the default model (" + ec.message() + "); set ORCHARD_CACHE to a writable folder");
   }
   std::printf("%s\n", path.c_str());
 }

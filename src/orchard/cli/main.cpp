@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     c->add_option("--batch", fa.batch, "images per forward pass")->capture_default_str()->check(CLI::Range(1, 1024));
     c->add_option("--threads", fa.threads, "worker threads (0 = one per core)")->capture_default_str()->check(CLI::Range(0, 256));
     c->add_option("--limit", fa.limit, "only the first N files in path order (0 = all)")->capture_default_str();
-    c->add_option("--shard-size", fa.shard_size, "images per output part (the unit of resume)")->capture_default_str()->check(CLI::Range(1, 10000000));
+    c->add_option("--shard-size", fa.shard_size, "images per output part (the unit of resume)")->capture_default_str()->check(CLI::Range(1, 20000));
     c->add_flag("--quiet", fa.quiet, "no progress line");
   };
   auto* featurize = app.add_subcommand("featurize", "embed every image of INPUT into OUTPUT/features (+ errors)");

@@ -56,25 +56,37 @@ void write_manifest(const storage::Location& file, const Manifest& m) {
   table::write_table(file, *t);
 }
 
-Manifest read_manifest(const storage::Location& file) {
+}  // namespace
+
+Manifest load_manifest(const storage::Location& output) {
+  const auto file = output.child(kManifest);
+  if (!storage::exists(file))
+    throw Error(file.path + " is missing: OUTPUT was not made by `orchard featurize`");
   auto t = table::read_table(file);
   auto meta = t->schema()->metadata();
   if (!meta) throw Error(file.path + ": manifest without its options; delete OUTPUT and run again");
   auto get = [&](const std::string& k) { return value_or_throw(meta->Get(k), file.path + ": manifest lacks " + k); };
   Manifest m;
-  m.options = {get("input"), get("glob"), std::stoll(get("limit")), std::stoi(get("shard_size"))};
-  auto paths = std::static_pointer_cast<arrow::StringArray>(t->GetColumnByName("path")->chunk(0));
-  auto labels = std::static_pointer_cast<arrow::StringArray>(t->GetColumnByName("label")->chunk(0));
-  for (std::int64_t i = 0; i < t->num_rows(); ++i) m.items.push_back({paths->GetString(i), labels->GetString(i)});
+  try {
+    m.options = {get("input"), get("glob"), std::stoll(get("limit")), std::stoi(get("shard_size"))};
+  } catch (const std::logic_error&) {
+    throw Error(file.path + ": manifest options are not numbers; delete OUTPUT and run again");
+  }
+  auto paths = table::string_column(*t, "path", file.path);
+  auto labels = table::string_column(*t, "label", file.path);
+  m.items.reserve(paths.size());
+  for (std::size_t i = 0; i < paths.size(); ++i) m.items.push_back({std::move(paths[i]), std::move(labels[i])});
   return m;
 }
-}  // namespace
 
 Manifest plan(const storage::Location& input, const storage::Location& output, const PlanOptions& options) {
   const auto file = output.child(kManifest);
   if (storage::exists(file)) {
-    Manifest m = read_manifest(file);
+    Manifest m = load_manifest(output);
     const auto& o = m.options;
+    if (o.input != options.input)
+      throw Error(output.path + " holds a run over INPUT " + o.input + ", not " + options.input +
+                  "; rerun with that INPUT to resume, or choose a new OUTPUT");
     if (o.glob != options.glob || o.limit != options.limit || o.shard_size != options.shard_size)
       throw Error(output.path + " holds a run started with --glob '" + o.glob + "' --limit " +
                   std::to_string(o.limit) + " --shard-size " + std::to_string(o.shard_size) +

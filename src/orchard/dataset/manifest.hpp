@@ -15,7 +15,7 @@ struct Item {
 };
 
 struct PlanOptions {
-  std::string input;          // as given by the user
+  std::string input;          // INPUT as the filesystem names it (absolute for local folders)
   std::string glob = "*.jpg";
   std::int64_t limit = 0;     // 0 = all; else the first N paths in sorted order
   int shard_size = 1000;
@@ -24,6 +24,7 @@ struct PlanOptions {
 struct Manifest {
   PlanOptions options;
   std::vector<Item> items;  // sorted by path
+  // Number of shards: ceil(items / shard_size).
   int num_shards() const;
   // Items [begin, end) of shard s.
   std::pair<std::size_t, std::size_t> shard_range(int s) const;
@@ -34,6 +35,10 @@ std::string label_of(const std::string& path);
 
 // Lists INPUT and returns items sorted by path (limited when options.limit > 0).
 std::vector<Item> list_items(const storage::Location& input, const PlanOptions& options);
+
+// Reads OUTPUT/_manifest.parquet. Throws orchard::Error naming the file when it is missing or
+// malformed.
+Manifest load_manifest(const storage::Location& output);
 
 // Loads OUTPUT/_manifest.parquet when it exists (checking the options match, else throws naming
 // the difference), or lists INPUT and writes it. Throws when INPUT has no matching file.

@@ -41,16 +41,6 @@ struct Batch {
   std::size_t begin, end;  // manifest item indices
 };
 
-// Why a vector must not be written: non-finite or all-zero (never a fake vector).
-std::string check_vector(const float* v) {
-  bool any_nonzero = false;
-  for (int j = 0; j < kDim; ++j) {
-    if (!std::isfinite(v[j])) return "the model produced a non-finite embedding";
-    any_nonzero |= v[j] != 0.0f;
-  }
-  return any_nonzero ? "" : "the model produced an all-zero embedding";
-}
-
 class Job {
  public:
   Job(const dataset::Manifest& m, const storage::Location& in, const storage::Location& out,
@@ -107,21 +97,27 @@ class Job {
   }
 
   void work() {
-    at::set_num_threads(1);  // parallelism comes from the workers: no OpenMP spinning on 2 cores
-    auto input = at::empty({options_.batch, 3, kSide, kSide}, at::kFloat);
-    std::vector<std::size_t> good;
-    while (true) {
-      const std::size_t b = next_.fetch_add(1);
-      if (b >= batches_.size() || stop_) return;
-      try {
+    try {
+      at::set_num_threads(1);  // parallelism comes from the workers: no OpenMP spinning on 2 cores
+      auto input = at::empty({options_.batch, 3, kSide, kSide}, at::kFloat);
+      std::vector<std::size_t> good;
+      while (true) {
+        const std::size_t b = next_.fetch_add(1);
+        if (b >= batches_.size() || stop_) return;
         process(batches_[b], input, good);
-      } catch (const std::exception& e) {
-        std::lock_guard lock(mu_);
-        if (fatal_.empty()) fatal_ = e.what();
-        stop_ = true;
-        return;
+        images_done_ += batches_[b].end - batches_[b].begin;
       }
+    } catch (const c10::Error& e) {
+      fail(std::string("inference failed: ") + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      fail(e.what());
     }
+  }
+
+  void fail(const std::string& why) {
+    std::lock_guard lock(mu_);
+    if (fatal_.empty()) fatal_ = why;
+    stop_ = true;
   }
 
   std::shared_ptr<ShardState> shard_state(int sh) {
@@ -154,16 +150,15 @@ class Job {
       }
     }
     if (!good.empty()) {
-      try {
-        auto out = embedder_.embed(input.narrow(0, 0, static_cast<std::int64_t>(good.size()))).contiguous();
-        const float* v = out.data_ptr<float>();
-        for (std::size_t g = 0; g < good.size(); ++g) {
-          const auto r = good[g] - st->begin;
-          if (auto why = check_vector(v + g * kDim); !why.empty()) st->errors[r] = why;
-          else std::copy(v + g * kDim, v + (g + 1) * kDim, st->values.begin() + r * kDim);
-        }
-      } catch (const c10::Error& e) {
-        for (auto g : good) st->errors[g - st->begin] = "inference failed: " + e.msg();
+      // An inference failure is never the image's fault (inputs are all 224x224): it stops the
+      // job with the shard uncommitted, so a rerun retries it instead of losing those rows.
+      auto out = embedder_.embed(input.narrow(0, 0, static_cast<std::int64_t>(good.size()))).contiguous();
+      const float* v = out.data_ptr<float>();
+      for (std::size_t g = 0; g < good.size(); ++g) {
+        const auto r = good[g] - st->begin;
+        if (auto why = table::vector_problem(v + g * kDim, kDim); !why.empty())
+          st->errors[r] = "the model produced " + why + "; this image gives no usable embedding";
+        else std::copy(v + g * kDim, v + (g + 1) * kDim, st->values.begin() + r * kDim);
       }
     }
     if (st->remaining.fetch_sub(batch.end - batch.begin) == batch.end - batch.begin)
@@ -198,7 +193,7 @@ class Job {
     std::unique_lock lock(mu_);
     while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return finished_; })) {
       const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      const auto done = std::min(todo_images_, next_.load() * static_cast<std::size_t>(options_.batch));
+      const std::size_t done = images_done_;
       const double rate = s > 0 ? done / s : 0;
       std::fprintf(stderr, "\rfeaturize: %zu/%zu images  %.1f images/s  %lld errors  ETA %.0fs   ", done,
                    todo_images_, rate, static_cast<long long>(failed_),
@@ -215,6 +210,7 @@ class Job {
   std::vector<Batch> batches_;
   std::size_t todo_images_ = 0;
   std::atomic<std::size_t> next_{0};
+  std::atomic<std::size_t> images_done_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;

@@ -39,6 +39,12 @@ void check_pixel_limit(std::int64_t w, std::int64_t h, const char* format) {
                 std::to_string(kMaxPixels) +
                 " pixels (Pillow's decompression-bomb limit); downscale it before featurizing");
   }
+  // JPEG cannot exceed 65535 a side; a PNG that does (say 178,000,000 x 1) would need gigabytes of
+  // resize buffers per worker. Orchard refuses it (Pillow would try).
+  if (w > kMaxSide || h > kMaxSide) {
+    throw Error(std::string(format) + " image is " + size_text(w, h) + ", a side above " +
+                std::to_string(kMaxSide) + " pixels; crop or downscale it before featurizing");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ struct RgbImage {
 
 // Pillow's decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS): larger images are refused.
 inline constexpr std::int64_t kMaxPixels = 178956970;
+// Orchard's own limit on either side (JPEG's maximum); Pillow has none.
+inline constexpr std::int64_t kMaxSide = 65535;
 
 // Decodes JPEG or PNG bytes to RGB as Pillow's convert('RGB') does. Throws orchard::Error naming
 // the problem (empty, truncated, not an image, too large, unsupported) without a file name; the

@@ -44,10 +44,15 @@ std::string prepare(const std::string& weights, const std::string& out_path) {
   const std::string target = out_path.empty() ? cache_dir() + "/" + name : out_path;
   if (out_path.empty() && fs::is_regular_file(target)) return target;
   auto module = build_mobilenet_v2(w);
-  fs::create_directories(fs::path(target).parent_path().empty() ? "." : fs::path(target).parent_path());
   const std::string tmp = target + ".tmp" + std::to_string(::getpid());
-  module.save(tmp);
-  fs::rename(tmp, target);  // atomic: a reader never sees half a model
+  try {
+    fs::create_directories(fs::path(target).parent_path().empty() ? "." : fs::path(target).parent_path());
+    module.save(tmp);
+    fs::rename(tmp, target);  // atomic: a reader never sees half a model
+  } catch (const std::exception& e) {
+    throw Error(target + ": cannot write the prepared model (" + e.what() +
+                "); set ORCHARD_CACHE or --out to a writable place");
+  }
   return target;
 }
 

@@ -22,7 +22,8 @@ class Embedder {
  public:
   // Loads a prepared TorchScript file and optimizes it for inference on this machine.
   explicit Embedder(const std::string& pt_path);
-  // Runs a batch [N,3,224,224] (x/127.5-1) and returns [N,1280] float embeddings.
+  // Runs a batch [N,3,224,224] (x/127.5-1) and returns [N,1280] float embeddings. Safe to call
+  // from several threads at once (the workers share one module).
   torch::Tensor embed(const torch::Tensor& batch);
 
  private:

@@ -51,15 +51,13 @@ torch::Tensor read_npy(const std::string& path) {
 
 Weights load_tfslim_npy_dir(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error(dir + ": not a folder of TF-slim .npy weights");
-  static const std::vector<std::pair<std::string, std::string>> bn = {
-      {"gamma", "gamma"}, {"beta", "beta"}, {"moving_mean", "moving_mean"},
-      {"moving_variance", "moving_variance"}};
+  static const std::vector<std::string> bn = {"gamma", "beta", "moving_mean", "moving_variance"};
   Weights w;
   // Kernel "<slim>_weights" -> "<keras>/<kernel>", BN "<slim>_BatchNorm_*" -> "<keras_bn>/*".
   auto layer = [&](const std::string& slim, const std::string& kernel_file, const std::string& keras,
                    const std::string& kernel, const std::string& keras_bn) {
     w[keras + "/" + kernel] = read_npy(dir + "/" + kernel_file + ".npy");
-    for (const auto& [s, k] : bn) w[keras_bn + "/" + k] = read_npy(dir + "/" + slim + "_BatchNorm_" + s + ".npy");
+    for (const auto& b : bn) w[keras_bn + "/" + b] = read_npy(dir + "/" + slim + "_BatchNorm_" + b + ".npy");
   };
   auto conv = [&](const std::string& slim, const std::string& keras, const std::string& kernel,
                   const std::string& keras_bn) { layer(slim, slim + "_weights", keras, kernel, keras_bn); };
@@ -101,8 +99,18 @@ herr_t visit_object(hid_t obj, const char* name, const H5O_info_t* info, void* d
   std::string weight = parts.back();
   if (auto colon = weight.find(':'); colon != std::string::npos) weight.resize(colon);
   hid_t ds = H5Dopen2(obj, name, H5P_DEFAULT);
+  if (ds < 0) {
+    v->error = std::string("cannot open dataset ") + name;
+    return -1;
+  }
   hid_t space = H5Dget_space(ds);
-  const int rank = H5Sget_simple_extent_ndims(space);
+  const int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+  if (rank < 0) {
+    v->error = std::string("cannot read the shape of dataset ") + name;
+    if (space >= 0) H5Sclose(space);
+    H5Dclose(ds);
+    return -1;
+  }
   std::vector<hsize_t> dims(rank);
   H5Sget_simple_extent_dims(space, dims.data(), nullptr);
   std::vector<int64_t> shape(dims.begin(), dims.end());

@@ -111,6 +111,20 @@ void write_model(const storage::Location& file, const Fit& f, int k, bool center
 }
 }  // namespace
 
+SavedModel read_model(const storage::Location& file) {
+  auto t = table::read_table(file);
+  if (t->num_rows() != 1) throw Error(file.path + ": expected one row, found " + std::to_string(t->num_rows()));
+  SavedModel m;
+  m.k = std::static_pointer_cast<arrow::Int32Array>(table::checked_column(*t, "k", *arrow::int32(), file.path))->Value(0);
+  auto comps = table::checked_column(*t, "components", *arrow::list(arrow::list(arrow::float64())), file.path);
+  m.components = static_cast<const arrow::ListArray&>(*comps).value_length(0);
+  auto ratios = table::checked_column(*t, "explained_variance_ratio", *arrow::list(arrow::float64()), file.path);
+  const auto& lists = static_cast<const arrow::ListArray&>(*ratios);
+  const auto& v = static_cast<const arrow::DoubleArray&>(*lists.values());
+  for (std::int64_t i = 0; i < lists.value_length(0); ++i) m.explained_ratio.push_back(v.Value(lists.value_offset(0) + i));
+  return m;
+}
+
 JobSummary run_job(const storage::Location& output, const JobOptions& o) {
   const auto parts = table::list_parts(output.child("features"));
   if (parts.empty())

@@ -2,6 +2,7 @@
 // `orchard pca`: moments over OUTPUT/features parts, the fit, and the files it writes.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "orchard/storage/storage.hpp"
 
@@ -21,6 +22,16 @@ struct JobSummary {
   double cumulative = 0;      // explained by the first k components
   double fit_seconds = 0, transform_seconds = 0;
 };
+
+// What OUTPUT/pca/model.parquet says, as validate and report need it.
+struct SavedModel {
+  int k = 0;
+  int components = 0;                   // rows of the components matrix (should equal k)
+  std::vector<double> explained_ratio;  // all components
+};
+
+// Reads pca/model.parquet. Throws orchard::Error naming the file when it is malformed.
+SavedModel read_model(const storage::Location& file);
 
 // Fits PCA on OUTPUT/features and writes pca/explained_variance.csv, pca/model.parquet and
 // pca_features/part-*.parquet (one per features part). Throws orchard::Error naming the problem.

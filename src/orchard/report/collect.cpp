@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "orchard/pca/job.hpp"
 #include "orchard/table/tables.hpp"
 
 namespace orchard::report {
@@ -36,11 +37,9 @@ ReportData collect(const storage::Location& output, std::size_t max_points) {
   }
   const auto model_file = output.child("pca").child("model.parquet");
   if (storage::exists(model_file)) {
-    auto t = table::read_table(model_file);
-    d.k = std::static_pointer_cast<arrow::Int32Array>(t->GetColumnByName("k")->chunk(0))->Value(0);
-    const auto& lists = static_cast<const arrow::ListArray&>(*t->GetColumnByName("explained_variance_ratio")->chunk(0));
-    const auto& v = static_cast<const arrow::DoubleArray&>(*lists.values());
-    for (std::int64_t i = 0; i < lists.value_length(0); ++i) d.explained_ratio.push_back(v.Value(lists.value_offset(0) + i));
+    const auto m = pca::read_model(model_file);
+    d.k = m.k;
+    d.explained_ratio = m.explained_ratio;
   }
   // Labels and the scatter come from pca_features (small rows); without PCA, from features.
   const bool have_pca = !table::list_parts(output.child("pca_features")).empty();

@@ -48,8 +48,8 @@ std::vector<std::string> list_files(const Location& root, const std::string& glo
 }
 
 std::shared_ptr<arrow::Buffer> read_file(const Location& file) {
-  auto in = value_or_throw(file.fs->OpenInputFile(file.path), "cannot open");
-  return value_or_throw(in->Read(value_or_throw(in->GetSize(), "cannot stat")), "cannot read");
+  auto in = value_or_throw(file.fs->OpenInputFile(file.path), file.path + ": cannot open");
+  return value_or_throw(in->Read(value_or_throw(in->GetSize(), file.path + ": cannot stat")), file.path + ": cannot read");
 }
 
 bool exists(const Location& loc) {
@@ -69,7 +69,13 @@ void write_atomic(const Location& file,
                                        : file.path + ".tmp-" + std::to_string(::getpid()) + "-" +
                                              std::to_string(counter++);
   auto out = value_or_throw(file.fs->OpenOutputStream(tmp), file.path + ": cannot write");
-  write(out);
+  try {
+    write(out);
+  } catch (...) {
+    (void)out->Abort();  // an object store must not publish half a file under the final name
+    if (!object_store) (void)file.fs->DeleteFile(tmp);
+    throw;
+  }
   check(out->Close(), file.path + ": cannot finish writing");
   if (!object_store) check(file.fs->Move(tmp, file.path), file.path + ": cannot commit");
 }

@@ -29,6 +29,8 @@ std::vector<std::string> list_files(const Location& root, const std::string& glo
 // The whole content of a file. Throws orchard::Error naming the path.
 std::shared_ptr<arrow::Buffer> read_file(const Location& file);
 
+// True when something exists at loc; an unreadable location counts as absent (resume then redoes
+// that shard, which is safe).
 bool exists(const Location& loc);
 
 // Creates the folder (and parents) if missing.

@@ -3,6 +3,9 @@
 #include <parquet/arrow/reader.h>
 #include <parquet/arrow/writer.h>
 
+#include <arrow/array/concatenate.h>
+
+#include <cmath>
 #include <cstdio>
 
 #include "orchard/error.hpp"
@@ -10,6 +13,15 @@
 namespace orchard::table {
 using storage::check;
 using storage::value_or_throw;
+
+std::string vector_problem(const float* v, int dim) {
+  bool any_nonzero = false;
+  for (int j = 0; j < dim; ++j) {
+    if (!std::isfinite(v[j])) return "non-finite values";
+    any_nonzero |= v[j] != 0.0f;
+  }
+  return any_nonzero ? "" : "an all-zero vector";
+}
 
 std::string part_name(int shard) {
   char buf[32];
@@ -100,47 +112,40 @@ std::shared_ptr<arrow::Table> read_table(const storage::Location& file) {
   auto in = value_or_throw(file.fs->OpenInputFile(file.path), file.path + ": cannot open");
   auto reader = value_or_throw(parquet::arrow::OpenFile(in, arrow::default_memory_pool()),
                                file.path + ": not a readable Parquet file");
-  std::shared_ptr<arrow::Table> table;
-  check(reader->ReadTable(&table), file.path + ": cannot read Parquet");
+  auto table = value_or_throw(reader->ReadTable(), file.path + ": cannot read Parquet");
   return value_or_throw(table->CombineChunks(), file.path + ": cannot read Parquet");
 }
 
-namespace {
-std::shared_ptr<arrow::Array> column(const arrow::Table& t, const std::string& name,
-                                     const arrow::DataType& type, const std::string& file) {
+std::shared_ptr<arrow::Array> checked_column(const arrow::Table& t, const std::string& name,
+                                             const arrow::DataType& type, const std::string& file) {
   auto col = t.GetColumnByName(name);
   if (!col || !col->type()->Equals(type))
     throw Error(file + ": column '" + name + "' missing or not " + type.ToString() + " (schema: " +
                 t.schema()->ToString() + ")");
   if (col->num_chunks() == 0) return value_or_throw(arrow::MakeArrayOfNull(col->type(), 0), file);
-  return col->chunk(0);
+  if (col->num_chunks() == 1) return col->chunk(0);
+  return value_or_throw(arrow::Concatenate(col->chunks()), file + ": cannot read column " + name);
 }
 
-std::vector<std::string> to_strings(const std::shared_ptr<arrow::Array>& a, const std::string& what) {
-  const auto& s = static_cast<const arrow::StringArray&>(*a);
+std::vector<std::string> string_column(const arrow::Table& t, const std::string& name, const std::string& file) {
+  const auto& s = static_cast<const arrow::StringArray&>(*checked_column(t, name, *arrow::utf8(), file));
   std::vector<std::string> out(s.length());
   for (std::int64_t i = 0; i < s.length(); ++i) {
-    if (s.IsNull(i)) throw Error(what + ": null at row " + std::to_string(i));
+    if (s.IsNull(i)) throw Error(file + ": column '" + name + "' is null at row " + std::to_string(i));
     out[i] = s.GetString(i);
   }
   return out;
 }
-}  // namespace
 
 namespace {
 // Converts one record batch of (path, label, name list<float>) into rows, checking every row.
-void batch_to_rows(const arrow::RecordBatch& b, const std::string& name, const std::string& file, VectorRows& rows,
+void batch_to_rows(const std::shared_ptr<arrow::RecordBatch>& b, const std::string& name, const std::string& file, VectorRows& rows,
                    std::int64_t first_row) {
-  auto col = [&](const std::string& n, const arrow::DataType& type) {
-    auto a = b.GetColumnByName(n);
-    if (!a || !a->type()->Equals(type))
-      throw Error(file + ": column '" + n + "' missing or not " + type.ToString() + " (schema: " +
-                  b.schema()->ToString() + ")");
-    return a;
-  };
-  rows.paths = to_strings(col("path", *arrow::utf8()), file + " path");
-  rows.labels = to_strings(col("label", *arrow::utf8()), file + " label");
-  const auto& lists = static_cast<const arrow::ListArray&>(*col(name, *arrow::list(arrow::float32())));
+  const auto t = value_or_throw(arrow::Table::FromRecordBatches({b}), file);
+  rows.paths = string_column(*t, "path", file);
+  rows.labels = string_column(*t, "label", file);
+  const auto lists_array = checked_column(*t, name, *arrow::list(arrow::float32()), file);
+  const auto& lists = static_cast<const arrow::ListArray&>(*lists_array);
   const auto& flat = static_cast<const arrow::FloatArray&>(*lists.values());
   for (std::int64_t i = 0; i < lists.length(); ++i) {
     const int len = lists.IsNull(i) ? -1 : lists.value_length(i);
@@ -177,7 +182,7 @@ void for_each_batch(const storage::Location& file, const std::string& name, int 
     auto batch = value_or_throw(batches->Next(), file.path + ": cannot read Parquet");
     if (!batch) break;
     rows.dim = dim > 0 ? dim : rows.dim;
-    batch_to_rows(*batch, name, file.path, rows, first_row);
+    batch_to_rows(batch, name, file.path, rows, first_row);
     first_row += batch->num_rows();
     f(rows);
   }
@@ -197,8 +202,7 @@ VectorRows read_vectors(const storage::Location& file, const std::string& name, 
 
 ErrorRows read_errors(const storage::Location& file) {
   auto t = read_table(file);
-  return {to_strings(column(*t, "path", *arrow::utf8(), file.path), file.path + " path"),
-          to_strings(column(*t, "error", *arrow::utf8(), file.path), file.path + " error")};
+  return {string_column(*t, "path", file.path), string_column(*t, "error", file.path)};
 }
 
 std::vector<storage::Location> list_parts(const storage::Location& folder) {

@@ -24,6 +24,9 @@ struct ErrorRows {
   std::vector<std::string> paths, errors;
 };
 
+// Why an embedding must not be written (non-finite or all-zero), or "" when it is sound.
+std::string vector_problem(const float* v, int dim);
+
 // Part file name for shard i: "part-00012.parquet".
 std::string part_name(int shard);
 
@@ -40,6 +43,7 @@ using EmitFn = std::function<void(const VectorRows&)>;
 // memory holds a single batch whatever the file's size.
 void write_vectors_streamed(const storage::Location& file, const std::string& column,
                             const std::function<void(const EmitFn& emit)>& produce);
+// Writes error rows (path, error) as one snappy Parquet file, atomically.
 void write_errors(const storage::Location& file, const ErrorRows& rows);
 // Writes any Arrow table as one snappy Parquet file, atomically.
 void write_table(const storage::Location& file, const arrow::Table& table);
@@ -55,7 +59,16 @@ VectorRows read_vectors(const storage::Location& file, const std::string& column
 // (memory: one batch). Same checks as read_vectors.
 void for_each_batch(const storage::Location& file, const std::string& column, int dim,
                     std::int64_t batch_rows, const std::function<void(const VectorRows&)>& f);
+// Reads an errors part. Throws orchard::Error naming the file.
 ErrorRows read_errors(const storage::Location& file);
+
+// The values of a non-null string column of t. Throws orchard::Error naming file when the column
+// is missing, not a string, or has nulls.
+std::vector<std::string> string_column(const arrow::Table& t, const std::string& name, const std::string& file);
+
+// A column of t as one array, checked to exist with the given type. Throws orchard::Error naming file.
+std::shared_ptr<arrow::Array> checked_column(const arrow::Table& t, const std::string& name,
+                                             const arrow::DataType& type, const std::string& file);
 
 // Sorted part files (part-*.parquet) in folder; empty when the folder is missing.
 std::vector<storage::Location> list_parts(const storage::Location& folder);

@@ -10,6 +10,7 @@
 
 #include "orchard/dataset/manifest.hpp"
 #include "orchard/error.hpp"
+#include "orchard/pca/job.hpp"
 #include "orchard/table/tables.hpp"
 
 namespace orchard::validate {
@@ -18,6 +19,7 @@ namespace {
 constexpr int kDim = 1280;
 
 struct Checker {
+  explicit Checker(storage::Location o) : out(std::move(o)) {}
   storage::Location out;
   Result r;
   std::unordered_map<std::string, std::string> label_of;  // manifest path -> label
@@ -45,28 +47,18 @@ struct Checker {
     try {
       f();
       return true;
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // malformed JSON or numbers too, not only orchard::Error
       problem(e.what());
       return false;
     }
   }
 
   void manifest() {
-    const auto file = out.child("_manifest.parquet");
-    if (!storage::exists(file)) {
-      problem(file.path + " is missing: OUTPUT was not made by `orchard featurize`");
-      return;
-    }
     guarded([&] {
-      auto t = table::read_table(file);
-      auto paths = std::static_pointer_cast<arrow::StringArray>(t->GetColumnByName("path")->chunk(0));
-      auto labels = std::static_pointer_cast<arrow::StringArray>(t->GetColumnByName("label")->chunk(0));
-      for (std::int64_t i = 0; i < t->num_rows(); ++i) label_of[paths->GetString(i)] = labels->GetString(i);
-      r.counts.inputs = t->num_rows();
-      auto meta = t->schema()->metadata();
-      if (!meta) throw Error(file.path + ": manifest without its options; OUTPUT was not made by this orchard");
-      const int shard_size = std::stoi(meta->Get("shard_size").ValueOr("0"));
-      if (shard_size > 0) expected_parts = static_cast<int>((r.counts.inputs + shard_size - 1) / shard_size);
+      const auto m = dataset::load_manifest(out);
+      for (const auto& item : m.items) label_of[item.path] = item.label;
+      r.counts.inputs = static_cast<std::int64_t>(m.items.size());
+      expected_parts = m.num_shards();
     });
   }
 
@@ -93,15 +85,9 @@ struct Checker {
       guarded([&] {
         auto rows = table::read_vectors(part, "features", kDim);
         for (std::size_t i = 0; i < rows.size(); ++i) {
-          const float* v = rows.values.data() + i * kDim;
-          bool nonzero = false, finite = true;
-          for (int j = 0; j < kDim; ++j) {
-            finite &= std::isfinite(v[j]);
-            nonzero |= v[j] != 0.0f;
-          }
           const std::string where = "row " + std::to_string(i) + " " + rows.paths[i];
-          if (!finite) row_problem(part.path, "have non-finite values", where);
-          if (!nonzero) row_problem(part.path, "are all-zero vectors", where);
+          if (auto why = table::vector_problem(rows.values.data() + i * kDim, kDim); !why.empty())
+            row_problem(part.path, "hold " + why, where);
           count_path(rows.paths[i], part.path);
           embedded[rows.paths[i]] = 1;
           auto it = label_of.find(rows.paths[i]);
@@ -141,16 +127,10 @@ struct Checker {
       return;
     }
     guarded([&] {
-      auto t = table::read_table(model_file);
-      auto k = t->GetColumnByName("k");
-      if (!k || k->type()->id() != arrow::Type::INT32 || t->num_rows() != 1)
-        throw Error(model_file.path + ": expected one row with an int32 column k");
-      r.counts.k = std::static_pointer_cast<arrow::Int32Array>(k->chunk(0))->Value(0);
-      auto comps = t->GetColumnByName("components");
-      if (!comps) throw Error(model_file.path + ": no components column");
-      const auto& outer = static_cast<const arrow::ListArray&>(*comps->chunk(0));
-      if (outer.value_length(0) != r.counts.k)
-        problem(model_file.path + ": " + std::to_string(outer.value_length(0)) + " components but k = " + std::to_string(r.counts.k));
+      const auto m = pca::read_model(model_file);
+      r.counts.k = m.k;
+      if (m.components != m.k)
+        problem(model_file.path + ": " + std::to_string(m.components) + " components but k = " + std::to_string(m.k));
     });
     const auto csv = out.child("pca").child("explained_variance.csv");
     guarded([&] {
@@ -203,7 +183,7 @@ struct Checker {
 }  // namespace
 
 Result check(const storage::Location& output) {
-  Checker c{output, {}, {}, {}, {}};
+  Checker c(output);
   c.manifest();
   c.features();
   c.errors();
