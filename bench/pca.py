@@ -18,6 +18,7 @@ workers included) and summed per sample; "largest process RSS" is the largest si
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -221,7 +222,14 @@ def scale(args):
         sys.exit("refusing to generate data inside the repository; pass --tmp outside it")
     try:
         t0 = time.perf_counter()
-        write_synthetic(work / "data", args.rows, args.part_rows)
+        # In a child process: the parent's memory would otherwise count in orchard's ru_maxrss
+        # (Linux carries a forked process's high-water mark across exec).
+        gen = multiprocessing.get_context("spawn").Process(
+            target=write_synthetic, args=(work / "data", args.rows, args.part_rows))
+        gen.start()
+        gen.join()
+        if gen.exitcode != 0:
+            sys.exit(f"generating the data failed (exit {gen.exitcode})")
         print(f"generated {args.rows} rows in {time.perf_counter() - t0:.0f} s under {work}")
         opts = ["--k", str(args.k)] if args.k else ["--variance", str(args.variance)]
         results = {"orchard pca": run_orchard(exe, work / "data", opts, base)}

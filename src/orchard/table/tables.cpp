@@ -169,10 +169,16 @@ void batch_to_rows(const std::shared_ptr<arrow::RecordBatch>& b, const std::stri
 void for_each_batch(const storage::Location& file, const std::string& name, int dim, std::int64_t batch_rows,
                     const std::function<void(const VectorRows&)>& f) {
   auto in = value_or_throw(file.fs->OpenInputFile(file.path), file.path + ": cannot open");
+  // Read column chunks through a small buffer instead of whole (possibly 100s of MB) row groups,
+  // so memory stays at one batch whatever the writer chose for its row-group size.
+  parquet::ReaderProperties reader_props;
+  reader_props.enable_buffered_stream();
+  reader_props.set_buffer_size(1 << 20);
   parquet::arrow::FileReaderBuilder builder;
-  check(builder.Open(in), file.path + ": not a readable Parquet file");
+  check(builder.Open(in, reader_props), file.path + ": not a readable Parquet file");
   parquet::ArrowReaderProperties props;
   props.set_batch_size(batch_rows);
+  props.set_pre_buffer(false);
   builder.properties(props);
   auto reader = value_or_throw(builder.Build(), file.path + ": not a readable Parquet file");
   auto batches = value_or_throw(reader->GetRecordBatchReader(), file.path + ": cannot read Parquet");
