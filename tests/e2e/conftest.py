@@ -11,12 +11,17 @@ TEST_IMAGES = SHARED / "data" / "fruits-360" / "Test"
 MODEL_DIR = SHARED / "models" / "mobilenet_v2_1.0_224_tfslim"
 
 
-@pytest.fixture(scope="session")
-def orchard_bin() -> Path:
+def orchard_binary() -> Path:
+    """The built orchard ($ORCHARD_BUILD/orchard, else build/orchard); fails the test if missing."""
     exe = Path(os.environ.get("ORCHARD_BUILD", REPO / "build")) / "orchard"
     if not exe.is_file():
         pytest.fail(f"{exe}: not built; run ./setup.sh")
     return exe
+
+
+@pytest.fixture(scope="session")
+def orchard_bin() -> Path:
+    return orchard_binary()
 
 
 @pytest.fixture(scope="session")

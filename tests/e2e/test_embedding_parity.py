@@ -19,22 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import embedding_parity as ep  # noqa: E402
 
-SHARED = Path(os.environ.get("ORCHARD_SHARED", REPO.parent / "shared"))
-TEST_DIR = SHARED / "data" / "fruits-360" / "Test"
-MODEL_DIR = SHARED / "models" / "mobilenet_v2_1.0_224_tfslim"
+from conftest import MODEL_DIR, SHARED, orchard_binary  # noqa: E402
+from conftest import TEST_IMAGES as TEST_DIR  # noqa: E402
+
 MIN_COSINE = 0.9999
 N_CLASSES, PER_CLASS = 8, 8
 BROKEN = ["Broken/empty.jpg", "Broken/garbage.jpg", "Broken/truncated.jpg"]
-
-
-def orchard_binary() -> Path:
-    build = os.environ.get("ORCHARD_BUILD")
-    exe = Path(build or REPO / "build") / "orchard"
-    if not exe.is_file():
-        if build:
-            pytest.fail(f"{exe}: no orchard binary in ORCHARD_BUILD; build the project first")
-        pytest.skip(f"{exe}: no orchard binary (set ORCHARD_BUILD)")
-    return exe
 
 
 def make_variants(src: Path, dest: Path) -> list[str]:

@@ -21,22 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import embedding_parity as ep  # noqa: E402
 import keras_model  # noqa: E402
 
-SHARED = Path(os.environ.get("ORCHARD_SHARED", REPO.parent / "shared"))
-TEST_DIR = SHARED / "data" / "fruits-360" / "Test"
-MODEL_DIR = SHARED / "models" / "mobilenet_v2_1.0_224_tfslim"
+from conftest import MODEL_DIR, SHARED, orchard_binary  # noqa: E402
+from conftest import TEST_IMAGES as TEST_DIR  # noqa: E402
+
 N_IMAGES = 16
 SAME_WEIGHTS_COSINE = 0.99999
 KERAS_COSINE = 0.9999
-
-
-def orchard_binary() -> Path:
-    build = os.environ.get("ORCHARD_BUILD")
-    exe = Path(build or REPO / "build") / "orchard"
-    if not exe.is_file():
-        if build:
-            pytest.fail(f"{exe}: no orchard binary in ORCHARD_BUILD; build the project first")
-        pytest.skip(f"{exe}: no orchard binary (set ORCHARD_BUILD)")
-    return exe
 
 
 @pytest.fixture(scope="module")
