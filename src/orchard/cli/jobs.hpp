@@ -3,13 +3,18 @@
 #include <cstdint>
 #include <string>
 
+#include "orchard/dataset/manifest.hpp"
+#include "orchard/featurize/featurize.hpp"
+
 namespace orchard::cli {
 
 inline constexpr const char* kVersion = "orchard 0.1.0";
 
 struct FeaturizeArgs {
-  std::string input, output, model, glob = "*.jpg";
-  int batch = 2, threads = 0, shard_size = 1000;
+  // Defaults are the stages' own, so they are stated once.
+  std::string input, output, model, glob = dataset::PlanOptions{}.glob;
+  int batch = featurize::Options{}.batch, threads = featurize::Options{}.threads;
+  int shard_size = dataset::PlanOptions{}.shard_size;
   std::int64_t limit = 0;
   bool quiet = false;
 };

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "orchard/error.hpp"
+#include "orchard/threads.hpp"
 #include "orchard/image/decode.hpp"
 #include "orchard/image/resize.hpp"
 #include "orchard/model/mobilenet_v2.hpp"
@@ -63,8 +64,7 @@ class Job {
         batches_.push_back({sh, i, std::min(e, i + static_cast<std::size_t>(options_.batch))});
       todo_images_ += e - b;
     }
-    const int threads = options_.threads > 0 ? options_.threads
-                                             : std::max(1u, std::thread::hardware_concurrency());
+    const int threads = resolve_threads(options_.threads);
     const auto t0 = Clock::now();
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t) workers.emplace_back([this] { work(); });

@@ -12,6 +12,7 @@
 #include <cblas.h>
 
 #include "orchard/error.hpp"
+#include "orchard/threads.hpp"
 #include "orchard/pca/pca.hpp"
 #include "orchard/table/tables.hpp"
 
@@ -129,7 +130,7 @@ JobSummary run_job(const storage::Location& output, const JobOptions& o) {
   const auto parts = table::list_parts(output.child("features"));
   if (parts.empty())
     throw Error(output.child("features").path + ": no part files; run `orchard featurize INPUT " + output.path + "` first");
-  const int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  const int threads = resolve_threads(o.threads);
   // Parallelism comes from the part threads; a multithreaded BLAS under them would oversubscribe.
   openblas_set_num_threads(1);
   JobSummary s;

@@ -46,13 +46,14 @@ ReportData collect(const storage::Location& output, std::size_t max_points) {
   const auto parts = table::list_parts(output.child(have_pca ? "pca_features" : "features"));
   std::vector<ScatterPoint> points;  // PC1, PC2, label of every row (a few dozen bytes each)
   for (const auto& part : parts) {
-    auto rows = table::read_vectors(part, have_pca ? "pca" : "features");
-    for (std::size_t r = 0; r < rows.size(); ++r) {
-      ++d.images_per_class[rows.labels[r]];
-      if (have_pca)
-        points.push_back({rows.values[r * rows.dim], rows.dim > 1 ? rows.values[r * rows.dim + 1] : 0.0f, rows.labels[r]});
-    }
-    d.images_embedded += static_cast<std::int64_t>(rows.size());
+    table::for_each_batch(part, have_pca ? "pca" : "features", 0, 4096, [&](const table::VectorRows& rows) {
+      for (std::size_t r = 0; r < rows.size(); ++r) {
+        ++d.images_per_class[rows.labels[r]];
+        if (have_pca)
+          points.push_back({rows.values[r * rows.dim], rows.dim > 1 ? rows.values[r * rows.dim + 1] : 0.0f, rows.labels[r]});
+      }
+      d.images_embedded += static_cast<std::int64_t>(rows.size());
+    });
   }
   const std::size_t step = std::max<std::size_t>(1, (points.size() + max_points - 1) / max_points);
   for (std::size_t i = 0; i < points.size(); i += step) d.scatter.push_back(points[i]);

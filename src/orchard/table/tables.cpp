@@ -194,18 +194,6 @@ void for_each_batch(const storage::Location& file, const std::string& name, int 
   }
 }
 
-VectorRows read_vectors(const storage::Location& file, const std::string& name, int dim) {
-  VectorRows all;
-  all.dim = dim;
-  for_each_batch(file, name, dim, 1 << 16, [&](const VectorRows& rows) {
-    all.dim = rows.dim;
-    all.paths.insert(all.paths.end(), rows.paths.begin(), rows.paths.end());
-    all.labels.insert(all.labels.end(), rows.labels.begin(), rows.labels.end());
-    all.values.insert(all.values.end(), rows.values.begin(), rows.values.end());
-  });
-  return all;
-}
-
 ErrorRows read_errors(const storage::Location& file) {
   auto t = read_table(file);
   return {string_column(*t, "path", file.path), string_column(*t, "error", file.path)};

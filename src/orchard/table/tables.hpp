@@ -51,14 +51,12 @@ void write_table(const storage::Location& file, const arrow::Table& table);
 // Reads a whole Parquet file. Throws orchard::Error naming the file.
 std::shared_ptr<arrow::Table> read_table(const storage::Location& file);
 
-// Reads a vector table (path, label, column list<float>); checks every row has `dim` values when
-// dim > 0. Throws orchard::Error naming the file and the first bad row.
-VectorRows read_vectors(const storage::Location& file, const std::string& column, int dim = 0);
-
-// Reads a vector table in consecutive batches of at most batch_rows rows, calling f for each
-// (memory: one batch). Same checks as read_vectors.
+// Reads a vector table (path, label, column list<float>) in consecutive batches of at most
+// batch_rows rows, calling f for each (memory: one batch). Checks every row has `dim` values (the
+// first row's count when dim is 0) and no nulls; throws orchard::Error naming the file and row.
 void for_each_batch(const storage::Location& file, const std::string& column, int dim,
                     std::int64_t batch_rows, const std::function<void(const VectorRows&)>& f);
+
 // Reads an errors part. Throws orchard::Error naming the file.
 ErrorRows read_errors(const storage::Location& file);
 

@@ -17,6 +17,7 @@ namespace orchard::validate {
 namespace {
 
 constexpr int kDim = 1280;
+constexpr std::int64_t kBatchRows = 4096;  // rows held at once while reading a part
 
 struct Checker {
   explicit Checker(storage::Location o) : out(std::move(o)) {}
@@ -82,19 +83,22 @@ struct Checker {
   void features() {
     parts_complete("features");
     for (const auto& part : table::list_parts(out.child("features"))) {
+      std::int64_t first = 0;
       guarded([&] {
-        auto rows = table::read_vectors(part, "features", kDim);
-        for (std::size_t i = 0; i < rows.size(); ++i) {
-          const std::string where = "row " + std::to_string(i) + " " + rows.paths[i];
-          if (auto why = table::vector_problem(rows.values.data() + i * kDim, kDim); !why.empty())
-            row_problem(part.path, "hold " + why, where);
-          count_path(rows.paths[i], part.path);
-          embedded[rows.paths[i]] = 1;
-          auto it = label_of.find(rows.paths[i]);
-          if (it != label_of.end() && it->second != rows.labels[i])
-            row_problem(part.path, "have a label other than their folder's", where + " '" + rows.labels[i] + "'");
-        }
-        r.counts.embedded += static_cast<std::int64_t>(rows.size());
+        table::for_each_batch(part, "features", kDim, kBatchRows, [&](const table::VectorRows& rows) {
+          for (std::size_t i = 0; i < rows.size(); ++i) {
+            const std::string where = "row " + std::to_string(first + static_cast<std::int64_t>(i)) + " " + rows.paths[i];
+            if (auto why = table::vector_problem(rows.values.data() + i * kDim, kDim); !why.empty())
+              row_problem(part.path, "hold " + why, where);
+            count_path(rows.paths[i], part.path);
+            embedded[rows.paths[i]] = 1;
+            auto it = label_of.find(rows.paths[i]);
+            if (it != label_of.end() && it->second != rows.labels[i])
+              row_problem(part.path, "have a label other than their folder's", where + " '" + rows.labels[i] + "'");
+          }
+          first += static_cast<std::int64_t>(rows.size());
+        });
+        r.counts.embedded += first;
       });
     }
   }
@@ -146,14 +150,15 @@ struct Checker {
     std::unordered_map<std::string, int> pca_seen;
     for (const auto& part : table::list_parts(out.child("pca_features"))) {
       guarded([&] {
-        auto rows = table::read_vectors(part, "pca", r.counts.k);
-        for (std::size_t i = 0; i < rows.size(); ++i) {
-          for (int j = 0; j < rows.dim; ++j)
-            if (!std::isfinite(rows.values[i * rows.dim + j])) { row_problem(part.path, "have non-finite values", rows.paths[i]); break; }
-          if (!embedded.count(rows.paths[i])) row_problem(part.path, "are not in features/", rows.paths[i]);
-          if (++pca_seen[rows.paths[i]] == 2) row_problem(part.path, "repeat a path in pca_features/", rows.paths[i]);
-        }
-        r.counts.pca_rows += static_cast<std::int64_t>(rows.size());
+        table::for_each_batch(part, "pca", r.counts.k, kBatchRows, [&](const table::VectorRows& rows) {
+          for (std::size_t i = 0; i < rows.size(); ++i) {
+            for (int j = 0; j < rows.dim; ++j)
+              if (!std::isfinite(rows.values[i * rows.dim + j])) { row_problem(part.path, "have non-finite values", rows.paths[i]); break; }
+            if (!embedded.count(rows.paths[i])) row_problem(part.path, "are not in features/", rows.paths[i]);
+            if (++pca_seen[rows.paths[i]] == 2) row_problem(part.path, "repeat a path in pca_features/", rows.paths[i]);
+          }
+          r.counts.pca_rows += static_cast<std::int64_t>(rows.size());
+        });
       });
     }
     if (r.counts.pca_rows != r.counts.embedded)
