@@ -10,7 +10,7 @@ list(GET _pa_lines 0 PYARROW_INCLUDE_DIR)
 list(GET _pa_lines 1 PYARROW_LIB_DIR)
 message(STATUS "Arrow C++ from pyarrow: ${PYARROW_LIB_DIR}")
 
-foreach(_lib arrow parquet)
+foreach(_lib arrow arrow_s3 parquet)
   find_library(PYARROW_${_lib}_LIB NAMES ${_lib} PATHS "${PYARROW_LIB_DIR}" NO_DEFAULT_PATH REQUIRED)
   add_library(arrow::${_lib} SHARED IMPORTED)
   set_target_properties(arrow::${_lib} PROPERTIES

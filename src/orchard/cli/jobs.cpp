@@ -16,14 +16,12 @@
 #include "orchard/pca/job.hpp"
 #include "orchard/report/collect.hpp"
 #include "orchard/validate/validate.hpp"
+#include "orchard/storage/layout.hpp"
 #include "orchard/storage/storage.hpp"
 
 namespace orchard::cli {
 namespace {
-void remove_success(const storage::Location& output) {
-  const auto success = output.child("_SUCCESS");
-  if (storage::exists(success)) storage::check(success.fs->DeleteFile(success.path), success.path + ": cannot remove");
-}
+void remove_success(const storage::Location& output) { storage::remove(layout::success(output)); }
 
 nlohmann::json versions() {
   return {{"orchard", kVersion}, {"libtorch", TORCH_VERSION}, {"arrow", ARROW_VERSION_STRING}};
@@ -35,10 +33,10 @@ void run_featurize(const FeaturizeArgs& a) {
   const auto output = storage::open(a.output);
   const std::string model_pt = model::resolve(a.model);
   remove_success(output);
-  const auto manifest = dataset::plan(input, output, {input.path, a.glob, a.limit, a.shard_size});
+  const auto manifest = dataset::plan(input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size});
   std::fprintf(stderr, "featurize: %zu images in %d shards, model %s\n", manifest.items.size(),
                manifest.num_shards(), model_pt.c_str());
-  const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, !a.quiet});
+  const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, a.io_depth, !a.quiet});
   std::fprintf(stderr,
                "featurize: done: %lld embedded, %lld errors in %.1fs (%.1f images/s); %d of %d shards "
                "were already finished\n",
@@ -48,9 +46,9 @@ void run_featurize(const FeaturizeArgs& a) {
       {"images", s.images}, {"embedded_this_run", s.embedded}, {"errors_this_run", s.failed},
       {"shards", s.shards}, {"shards_skipped", s.shards_skipped}, {"seconds", s.seconds},
       {"images_per_s", s.images_per_s}, {"model", model_pt}, {"versions", versions()},
-      {"options", {{"input", a.input}, {"glob", a.glob}, {"batch", a.batch}, {"threads", a.threads},
-                   {"limit", a.limit}, {"shard_size", a.shard_size}}}};
-  storage::write_text(output.child("_featurize.json"), j.dump(2) + "\n");
+      {"options", {{"input", storage::redact(a.input)}, {"glob", a.glob}, {"batch", a.batch}, {"threads", a.threads},
+                   {"io_depth", a.io_depth}, {"limit", a.limit}, {"shard_size", a.shard_size}}}};
+  storage::write_text(layout::featurize_json(output), j.dump(2) + "\n");
 }
 
 void run_pca(const PcaArgs& a) {
@@ -61,8 +59,8 @@ void run_pca(const PcaArgs& a) {
                static_cast<long long>(s.rows), s.k, 100 * s.cumulative, s.fit_seconds, s.transform_seconds);
   nlohmann::json j = {{"rows", s.rows}, {"k", s.k}, {"cumulative_explained_variance", s.cumulative},
                       {"fit_seconds", s.fit_seconds}, {"transform_seconds", s.transform_seconds},
-                      {"options", {{"variance", a.variance}, {"k", a.k}, {"center", a.center}, {"csv", a.csv}}}};
-  storage::write_text(output.child("_pca.json"), j.dump(2) + "\n");
+                      {"options", {{"variance", a.variance}, {"k", a.k}, {"center", a.center}, {"csv", storage::redact(a.csv)}}}};
+  storage::write_text(layout::pca_json(output), j.dump(2) + "\n");
 }
 
 namespace {
@@ -70,7 +68,7 @@ validate::Counts validate_or_throw(const storage::Location& output) {
   const auto r = validate::check(output);
   if (!r.problems.empty()) {
     for (const auto& p : r.problems) std::fprintf(stderr, "validate: %s\n", p.c_str());
-    throw Error(output.path + " is not valid: " + std::to_string(r.problems.size()) +
+ throw Error(output.display() + " is not valid: " + std::to_string(r.problems.size()) +
                 " problem(s), the first: " + r.problems.front());
   }
   std::fprintf(stderr, "validate: ok: %lld inputs = %lld embedded + %lld errors; k = %d, %lld PCA rows\n",
@@ -84,7 +82,7 @@ void run_validate(const std::string& output) { validate_or_throw(storage::open(o
 
 void run_report(const std::string& output) {
   const auto file = report::write(storage::open(output));
-  std::fprintf(stderr, "report: %s\n", file.path.c_str());
+  std::fprintf(stderr, "report: %s\n", file.display().c_str());
 }
 
 void run_all(const FeaturizeArgs& f, PcaArgs p) {
@@ -112,10 +110,11 @@ void run_all(const FeaturizeArgs& f, PcaArgs p) {
       {"counts", {{"inputs", counts.inputs}, {"embedded", counts.embedded}, {"errors", counts.errors}, {"k", counts.k}}},
       {"timings_s", {{"featurize", t_featurize}, {"pca", t_pca}, {"validate", t_validate}, {"report", t_report}, {"total", secs(t0)}}},
       {"versions", versions()},
-      {"options", {{"input", f.input}, {"glob", f.glob}, {"batch", f.batch}, {"threads", f.threads}, {"limit", f.limit},
-                   {"shard_size", f.shard_size}, {"model", f.model}, {"variance", p.variance}, {"k", p.k}, {"center", p.center}}}};
-  storage::write_text(output.child("_SUCCESS"), j.dump(2) + "\n");
-  std::fprintf(stderr, "run: done in %.1fs: %s\n", secs(t0), output.path.c_str());
+      {"options", {{"input", storage::redact(f.input)}, {"glob", f.glob}, {"batch", f.batch}, {"threads", f.threads},
+                   {"limit", f.limit}, {"shard_size", f.shard_size}, {"model", storage::redact(f.model)},
+                   {"variance", p.variance}, {"k", p.k}, {"center", p.center}}}};
+  storage::write_text(layout::success(output), j.dump(2) + "\n");
+  std::fprintf(stderr, "run: done in %.1fs: %s\n", secs(t0), output.display().c_str());
 }
 
 void run_prepare_model(const std::string& weights, const std::string& out) {

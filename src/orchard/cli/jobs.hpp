@@ -14,6 +14,7 @@ struct FeaturizeArgs {
   // Defaults are the stages' own, so they are stated once.
   std::string input, output, model, glob = dataset::PlanOptions{}.glob;
   int batch = featurize::Options{}.batch, threads = featurize::Options{}.threads;
+  int io_depth = featurize::Options{}.io_depth;
   int shard_size = dataset::PlanOptions{}.shard_size;
   std::int64_t limit = 0;
   bool quiet = false;

@@ -6,6 +6,7 @@
 
 #include "orchard/cli/jobs.hpp"
 #include "orchard/error.hpp"
+#include "orchard/storage/storage.hpp"
 
 int main(int argc, char** argv) {
   using namespace orchard::cli;
@@ -14,7 +15,10 @@ int main(int argc, char** argv) {
       "image) and their PCA reduction, all as Parquet, with the numbers of the Keras/Spark notebooks.\n\n"
       "Typical use:\n"
       "  orchard run ../shared/data/fruits-360/Test out/fruits --model ../shared/models/mobilenet_v2_1.0_224_tfslim\n"
-      "INPUT is a folder searched recursively; an image's label is its parent folder's name.\n"
+      "  orchard run s3://bucket/fruits/Test s3://bucket/out/fruits --model s3://bucket/models/mobilenet.pt\n"
+      "INPUT is a folder or s3:// prefix searched recursively; an image's label is its parent folder's name.\n"
+      "S3 is configured the AWS way: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance\n"
+      "role; AWS_REGION; AWS_ENDPOINT_URL_S3 for an S3-compatible store. Keys are never printed or stored.\n"
       "Bad images never stop the job: they are listed in OUTPUT/errors/. Rerunning on the same\n"
       "OUTPUT resumes: finished shards are skipped.",
       "orchard"};
@@ -23,14 +27,15 @@ int main(int argc, char** argv) {
 
   FeaturizeArgs fa;
   auto add_featurize_options = [&](CLI::App* c) {
-    c->add_option("INPUT", fa.input, "folder of images (searched recursively)")->required();
-    c->add_option("OUTPUT", fa.output, "output folder (created; a rerun resumes it)")->required();
+    c->add_option("INPUT", fa.input, "folder or s3://bucket/prefix of images (searched recursively)")->required();
+    c->add_option("OUTPUT", fa.output, "output folder or s3://bucket/prefix (a rerun resumes it)")->required();
     c->add_option("--model", fa.model,
-                  "weights: a TF-slim .npy folder, a Keras *_no_top.h5 file, or a prepared .pt "
+                  "weights: a TF-slim .npy folder, a Keras *_no_top.h5 file, or a prepared .pt (local or s3://) "
                   "(default: the one `orchard prepare-model` made default)");
     c->add_option("--glob", fa.glob, "file-name pattern, as Spark's pathGlobFilter")->capture_default_str();
     c->add_option("--batch", fa.batch, "images per forward pass")->capture_default_str()->check(CLI::Range(1, 1024));
     c->add_option("--threads", fa.threads, "worker threads (0 = one per core)")->capture_default_str()->check(CLI::Range(0, 256));
+    c->add_option("--io-depth", fa.io_depth, "image reads in flight (0 = 32 on S3, 4 on a local disk)")->capture_default_str()->check(CLI::Range(0, 512));
     c->add_option("--limit", fa.limit, "only the first N files in path order (0 = all)")->capture_default_str();
     c->add_option("--shard-size", fa.shard_size, "images per output part (the unit of resume)")->capture_default_str()->check(CLI::Range(1, 20000));
     c->add_flag("--quiet", fa.quiet, "no progress line");
@@ -45,7 +50,7 @@ int main(int argc, char** argv) {
                     ->capture_default_str()->check(CLI::Range(0.0, 1.0));
     c->add_option("--k", pa.k, "keep exactly K components (instead of --variance)")->check(CLI::Range(1, 1280))->excludes(var);
     c->add_flag("--center", pa.center, "mean-centred scores (default: MLlib's PCAModel.transform, no centring)");
-    c->add_option("--csv", pa.csv, "also write path,label,pca_1..pca_k to this CSV file (the notebooks' last cell)");
+    c->add_option("--csv", pa.csv, "also write path,label,pca_1..pca_k to this CSV file or s3:// object (the notebooks' last cell)");
   };
   auto* pca = app.add_subcommand("pca", "fit PCA on OUTPUT/features, write OUTPUT/pca and OUTPUT/pca_features");
   pca->add_option("OUTPUT", pa.output, "an OUTPUT of `orchard featurize`")->required();
@@ -76,16 +81,18 @@ int main(int argc, char** argv) {
   prepare->add_option("--out", out, "write the model here instead of the cache");
   prepare->callback([&] { run_prepare_model(weights, out); });
 
+  int rc = 0;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    rc = app.exit(e);
   } catch (const orchard::Error& e) {
-    std::fprintf(stderr, "orchard: %s\n", e.what());
-    return 1;
+    std::fprintf(stderr, "orchard: %s\n", orchard::storage::scrub(e.what()).c_str());
+    rc = 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "orchard: unexpected error: %s\n", e.what());
-    return 2;
+    std::fprintf(stderr, "orchard: unexpected error: %s\n", orchard::storage::scrub(e.what()).c_str());
+    rc = 2;
   }
-  return 0;
+  orchard::storage::shutdown();  // Arrow requires S3 to be finalised before exit
+  return rc;
 }

@@ -10,12 +10,13 @@
 namespace orchard::dataset {
 
 struct Item {
-  std::string path;   // as the filesystem names it
-  std::string label;  // the parent folder's name (the notebooks' element_at(split(path,'/'),-2))
+  std::string path;        // s3://bucket/key, or the absolute local path (Spark binaryFile's path)
+  std::string label;       // the parent folder's name (the notebooks' element_at(split(path,'/'),-2))
+  std::int64_t size = -1;  // bytes when listed (saves a HEAD per image on S3); -1 = unknown
 };
 
 struct PlanOptions {
-  std::string input;          // INPUT as the filesystem names it (absolute for local folders)
+  std::string input;          // INPUT as a URI with its scheme (s3://..., file:///...), keys redacted
   std::string glob = "*.jpg";
   std::int64_t limit = 0;     // 0 = all; else the first N paths in sorted order
   int shard_size = 1000;
@@ -32,6 +33,10 @@ struct Manifest {
 
 // The label of a path: its parent folder's name.
 std::string label_of(const std::string& path);
+
+// The shards of a list such as "0,3,5-7" (each checked to be < num_shards). Throws orchard::Error
+// naming the bad entry.
+std::vector<int> parse_shard_list(const std::string& list, int num_shards);
 
 // Lists INPUT and returns items sorted by path (limited when options.limit > 0).
 std::vector<Item> list_items(const storage::Location& input, const PlanOptions& options);

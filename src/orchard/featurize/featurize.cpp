@@ -3,23 +3,20 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdio>
-#include <memory>
+#include <exception>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 #include "orchard/error.hpp"
-#include "orchard/threads.hpp"
 #include "orchard/image/decode.hpp"
 #include "orchard/image/resize.hpp"
 #include "orchard/model/mobilenet_v2.hpp"
-#include "orchard/model/model.hpp"
+#include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
+#include "orchard/threads.hpp"
 
 namespace orchard::featurize {
 namespace {
@@ -29,204 +26,264 @@ constexpr int kDim = model::kEmbeddingDim;
 constexpr int kSide = model::kInputSize;
 constexpr std::int64_t kPixels = 3 * kSide * kSide;
 
-// Results of one shard while its batches are in flight.
-struct ShardState {
-  std::size_t begin = 0, end = 0;
-  std::vector<float> values;        // (end-begin) x kDim
-  std::vector<std::string> errors;  // empty = embedded
-  std::atomic<std::size_t> remaining{0};
-};
+int io_depth(const Options& o, const storage::Location& input) {
+  return o.io_depth > 0 ? o.io_depth : (input.object_store() ? 32 : 4);
+}
 
-struct Batch {
-  int shard;
-  std::size_t begin, end;  // manifest item indices
-};
-
-class Job {
+// One shard in flight: readers fetch item bytes ahead (at most `window` not yet taken), workers
+// take them in order by batches, decode, embed and fill the shard's rows.
+class ShardRun {
  public:
-  Job(const dataset::Manifest& m, const storage::Location& in, const storage::Location& out,
-      const std::string& model_pt, const Options& o)
-      : manifest_(m), input_(in), features_(out.child("features")), errors_(out.child("errors")),
-        embedder_(model_pt), options_(o) {}
+  ShardRun(const dataset::Manifest& m, const storage::Location& input, int shard, model::Embedder& embedder,
+           const Options& o, Progress& progress)
+      : manifest_(m), input_(input), embedder_(embedder), options_(o), progress_(progress) {
+    std::tie(begin_, end_) = m.shard_range(shard);
+    const std::size_t n = end_ - begin_;
+    bytes_.resize(n);
+    ready_.assign(n, 0);
+    values_.assign(n * kDim, 0.0f);
+    errors_.assign(n, "");
+    readers_ = io_depth(o, input);
+    window_ = static_cast<std::size_t>(std::max(2 * readers_, 2 * o.batch * resolve_threads(o.threads)));
+  }
 
-  Summary run() {
-    for (const auto& dir : {features_, errors_}) {
-      storage::make_dirs(dir);
-      remove_stale_temporaries(dir);
+  // Runs to completion or rethrows the first failure (a read that failed for good, inference).
+  void run() {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < readers_; ++r) threads.emplace_back([this] { guarded([this] { read_loop(); }); });
+    for (int w = 0; w < resolve_threads(options_.threads); ++w)
+      threads.emplace_back([this] { guarded([this] { work_loop(); }); });
+    for (auto& t : threads) t.join();
+    if (failure_) std::rethrow_exception(failure_);
+  }
+
+  // The rows of the finished shard.
+  void rows(table::VectorRows& good, table::ErrorRows& bad) const {
+    good.dim = kDim;
+    for (std::size_t r = 0; r < end_ - begin_; ++r) {
+      const auto& item = manifest_.items[begin_ + r];
+      if (!errors_[r].empty()) {
+        bad.paths.push_back(item.path);
+        bad.errors.push_back(errors_[r]);
+      } else {
+        good.paths.push_back(item.path);
+        good.labels.push_back(item.label);
+        good.values.insert(good.values.end(), values_.begin() + r * kDim, values_.begin() + (r + 1) * kDim);
+      }
     }
-    Summary s;
-    s.images = static_cast<std::int64_t>(manifest_.items.size());
-    s.shards = manifest_.num_shards();
-    for (int sh = 0; sh < s.shards; ++sh) {
-      if (storage::exists(features_.child(table::part_name(sh)))) { ++s.shards_skipped; continue; }
-      auto [b, e] = manifest_.shard_range(sh);
-      for (std::size_t i = b; i < e; i += options_.batch)
-        batches_.push_back({sh, i, std::min(e, i + static_cast<std::size_t>(options_.batch))});
-      todo_images_ += e - b;
-    }
-    const int threads = resolve_threads(options_.threads);
-    const auto t0 = Clock::now();
-    std::vector<std::thread> workers;
-    for (int t = 0; t < threads; ++t) workers.emplace_back([this] { work(); });
-    std::thread progress;
-    const bool show = options_.progress && isatty(STDERR_FILENO);
-    if (show) progress = std::thread([this, t0] { report_progress(t0); });
-    for (auto& w : workers) w.join();
-    {
-      std::lock_guard lock(mu_);
-      finished_ = true;
-    }
-    cv_.notify_all();
-    if (progress.joinable()) progress.join();
-    if (!fatal_.empty()) throw Error(fatal_);
-    s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    s.embedded = embedded_;
-    s.failed = failed_;
-    s.images_per_s = s.seconds > 0 ? (embedded_ + failed_) / s.seconds : 0;
-    return s;
   }
 
  private:
-  // Deletes part files a killed run left half-written (they never had their final name).
-  static void remove_stale_temporaries(const storage::Location& dir) {
-    arrow::fs::FileSelector sel;
-    sel.base_dir = dir.path;
-    for (const auto& f : storage::value_or_throw(dir.fs->GetFileInfo(sel), dir.path + ": cannot list"))
-      if (f.IsFile() && f.base_name().find(".tmp-") != std::string::npos)
-        storage::check(dir.fs->DeleteFile(f.path()), f.path() + ": cannot delete a stale temporary");
-  }
-
-  void work() {
+  template <typename F>
+  void guarded(F&& f) {
     try {
-      at::set_num_threads(1);  // parallelism comes from the workers: no OpenMP spinning on 2 cores
-      auto input = at::empty({options_.batch, 3, kSide, kSide}, at::kFloat);
-      std::vector<std::size_t> good;
-      while (true) {
-        const std::size_t b = next_.fetch_add(1);
-        if (b >= batches_.size() || stop_) return;
-        process(batches_[b], input, good);
-        images_done_ += batches_[b].end - batches_[b].begin;
-      }
+      f();
     } catch (const c10::Error& e) {
-      fail(std::string("inference failed: ") + e.what_without_backtrace());
-    } catch (const std::exception& e) {
-      fail(e.what());
+      fail(std::make_exception_ptr(Error(std::string("inference failed: ") + e.what_without_backtrace())));
+    } catch (...) {
+      fail(std::current_exception());
     }
   }
 
-  void fail(const std::string& why) {
+  void fail(std::exception_ptr e) {
     std::lock_guard lock(mu_);
-    if (fatal_.empty()) fatal_ = why;
+    if (!failure_) failure_ = e;
     stop_ = true;
+    cv_.notify_all();
   }
 
-  std::shared_ptr<ShardState> shard_state(int sh) {
-    std::lock_guard lock(mu_);
-    auto& st = shards_[sh];
-    if (!st) {
-      st = std::make_shared<ShardState>();
-      std::tie(st->begin, st->end) = manifest_.shard_range(sh);
-      st->values.assign((st->end - st->begin) * kDim, 0.0f);
-      st->errors.assign(st->end - st->begin, "");
-      st->remaining = st->end - st->begin;
-    }
-    return st;
-  }
-
-  void process(const Batch& batch, at::Tensor& input, std::vector<std::size_t>& good) {
-    auto st = shard_state(batch.shard);
-    good.clear();
-    float* in = input.data_ptr<float>();
-    for (std::size_t i = batch.begin; i < batch.end; ++i) {
-      const auto& item = manifest_.items[i];
-      try {
-        auto bytes = storage::read_file({input_.fs, item.path});
-        auto rgb = image::decode_to_rgb({bytes->data(), static_cast<std::size_t>(bytes->size())});
-        auto resized = image::resize_bicubic(rgb, kSide, kSide);
-        image::to_chw_normalized(resized, in + good.size() * kPixels);
-        good.push_back(i);
-      } catch (const std::exception& e) {
-        st->errors[i - st->begin] = e.what();
+  // Reads item bytes in order, staying at most window_ items ahead of the workers.
+  void read_loop() {
+    while (true) {
+      const std::size_t i = next_read_.fetch_add(1);
+      if (i >= bytes_.size()) return;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || i < taken_ + window_; });
+        if (stop_) return;
       }
+      const auto& item = manifest_.items[begin_ + i];
+      // A store failure here (after retries) throws: it fails the shard, never an error row.
+      auto buf = storage::read_file(input_.at(item.path), item.size);
+      std::lock_guard lock(mu_);
+      bytes_[i] = std::move(buf);
+      ready_[i] = 1;
+      cv_.notify_all();
     }
-    if (!good.empty()) {
-      // An inference failure is never the image's fault (inputs are all 224x224): it stops the
-      // job with the shard uncommitted, so a rerun retries it instead of losing those rows.
-      auto out = embedder_.embed(input.narrow(0, 0, static_cast<std::int64_t>(good.size()))).contiguous();
-      const float* v = out.data_ptr<float>();
-      for (std::size_t g = 0; g < good.size(); ++g) {
-        const auto r = good[g] - st->begin;
-        if (auto why = table::vector_problem(v + g * kDim, kDim); !why.empty())
-          st->errors[r] = "the model produced " + why + "; this image gives no usable embedding";
-        else std::copy(v + g * kDim, v + (g + 1) * kDim, st->values.begin() + r * kDim);
-      }
-    }
-    if (st->remaining.fetch_sub(batch.end - batch.begin) == batch.end - batch.begin)
-      commit(batch.shard, *st);
   }
 
-  // Writes the shard's error part, then its features part (whose existence marks the shard done).
-  void commit(int sh, const ShardState& st) {
-    table::VectorRows rows;
-    rows.dim = kDim;
-    table::ErrorRows errs;
-    for (std::size_t r = 0; r < st.end - st.begin; ++r) {
-      const auto& item = manifest_.items[st.begin + r];
-      if (!st.errors[r].empty()) {
-        errs.paths.push_back(item.path);
-        errs.errors.push_back(st.errors[r]);
-      } else {
-        rows.paths.push_back(item.path);
-        rows.labels.push_back(item.label);
-        rows.values.insert(rows.values.end(), st.values.begin() + r * kDim, st.values.begin() + (r + 1) * kDim);
-      }
-    }
-    table::write_errors(errors_.child(table::part_name(sh)), errs);
-    table::write_vectors(features_.child(table::part_name(sh)), rows, "features");
-    std::lock_guard lock(mu_);
-    embedded_ += static_cast<std::int64_t>(rows.size());
-    failed_ += static_cast<std::int64_t>(errs.paths.size());
-    shards_.erase(sh);
-  }
-
-  void report_progress(Clock::time_point t0) {
+  // Takes item i's bytes once they are read; null when the shard is stopping.
+  std::shared_ptr<arrow::Buffer> take(std::size_t i) {
     std::unique_lock lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return finished_; })) {
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      const std::size_t done = images_done_;
-      const double rate = s > 0 ? done / s : 0;
-      std::fprintf(stderr, "\rfeaturize: %zu/%zu images  %.1f images/s  %lld errors  ETA %.0fs   ", done,
-                   todo_images_, rate, static_cast<long long>(failed_),
-                   rate > 0 ? (todo_images_ - done) / rate : 0.0);
+    cv_.wait(lock, [&] { return stop_ || ready_[i]; });
+    if (stop_) return nullptr;
+    ++taken_;
+    cv_.notify_all();
+    return std::move(bytes_[i]);
+  }
+
+  void work_loop() {
+    at::set_num_threads(1);  // parallelism comes from the workers: no OpenMP spinning on 2 cores
+    auto input = at::empty({options_.batch, 3, kSide, kSide}, at::kFloat);
+    float* in = input.data_ptr<float>();
+    std::vector<std::size_t> good;
+    const std::size_t n = bytes_.size();
+    while (true) {
+      const std::size_t first = next_batch_.fetch_add(1) * options_.batch;
+      if (first >= n) return;
+      const std::size_t last = std::min(n, first + static_cast<std::size_t>(options_.batch));
+      good.clear();
+      for (std::size_t i = first; i < last; ++i) {
+        auto bytes = take(i);
+        if (!bytes) return;
+        try {  // only the bytes of this image can fail here: a bad image is an error row
+          auto rgb = image::decode_to_rgb({bytes->data(), static_cast<std::size_t>(bytes->size())});
+          image::to_chw_normalized(image::resize_bicubic(rgb, kSide, kSide), in + good.size() * kPixels);
+          good.push_back(i);
+        } catch (const std::exception& e) {
+          errors_[i] = e.what();
+          ++progress_.errors;
+        }
+      }
+      if (!good.empty()) {
+        // An inference failure is never the image's fault (inputs are all 224x224): it throws and
+        // leaves the shard unpublished, so a rerun retries it instead of losing those rows.
+        auto out = embedder_.embed(input.narrow(0, 0, static_cast<std::int64_t>(good.size()))).contiguous();
+        const float* v = out.data_ptr<float>();
+        for (std::size_t g = 0; g < good.size(); ++g) {
+          if (auto why = table::vector_problem(v + g * kDim, kDim); !why.empty()) {
+            errors_[good[g]] = "the model produced " + why + "; this image gives no usable embedding";
+            ++progress_.errors;
+          } else {
+            std::copy(v + g * kDim, v + (g + 1) * kDim, values_.begin() + good[g] * kDim);
+          }
+        }
+      }
+      progress_.images += static_cast<std::int64_t>(last - first);
     }
-    std::fprintf(stderr, "\n");
   }
 
   const dataset::Manifest& manifest_;
-  storage::Location input_;
-  storage::Location features_, errors_;
-  model::Embedder embedder_;
-  Options options_;
-  std::vector<Batch> batches_;
-  std::size_t todo_images_ = 0;
-  std::atomic<std::size_t> next_{0};
-  std::atomic<std::size_t> images_done_{0};
-  std::atomic<bool> stop_{false};
+  const storage::Location& input_;
+  model::Embedder& embedder_;
+  const Options& options_;
+  Progress& progress_;
+  std::size_t begin_ = 0, end_ = 0;
+  int readers_ = 1;
+  std::size_t window_ = 1;
+  std::vector<std::shared_ptr<arrow::Buffer>> bytes_;
+  std::vector<char> ready_;
+  std::vector<float> values_;        // (end-begin) x kDim
+  std::vector<std::string> errors_;  // empty = embedded
+  std::atomic<std::size_t> next_read_{0}, next_batch_{0};
+  std::size_t taken_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool finished_ = false;
-  std::map<int, std::shared_ptr<ShardState>> shards_;
-  std::int64_t embedded_ = 0, failed_ = 0;
-  std::string fatal_;
+  bool stop_ = false;
+  std::exception_ptr failure_;
+};
+
+// Deletes local part files a killed run left half-written (they never had their final name; an
+// object store never has any).
+void remove_stale_temporaries(const storage::Location& dir) {
+  if (dir.object_store()) return;
+  for (const auto& f : storage::list_dir(dir))
+    if (f.IsFile() && layout::is_temporary(f.base_name())) storage::remove(dir.at(f.path()));
+}
+
+// A rate line on stderr every half second while `done` is false (only on a terminal).
+class ProgressLine {
+ public:
+  ProgressLine(const Progress& p, std::int64_t total, bool show) : p_(p), total_(total) {
+    if (show) thread_ = std::thread([this] { loop(); });
+  }
+  ~ProgressLine() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void loop() {
+    const auto t0 = Clock::now();
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return done_; })) {
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      const auto n = p_.images.load();
+      const double rate = s > 0 ? n / s : 0;
+      std::fprintf(stderr, "\rfeaturize: %lld/%lld images  %.1f images/s  %lld errors  ETA %.0fs   ",
+                   static_cast<long long>(n), static_cast<long long>(total_), rate,
+                   static_cast<long long>(p_.errors.load()), rate > 0 ? (total_ - n) / rate : 0.0);
+    }
+    std::fprintf(stderr, "\n");
+  }
+  const Progress& p_;
+  std::int64_t total_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
 };
 
 }  // namespace
 
-Summary run(const dataset::Manifest& manifest, const storage::Location& input,
-            const storage::Location& output, const std::string& model_pt, const Options& options) {
-  if (options.batch < 1) throw Error("--batch must be at least 1");
-  Job job(manifest, input, output, model_pt, options);
-  return job.run();
+Featurizer::Featurizer(const std::string& model_pt, const Options& options)
+    : embedder_(model_pt), options_(options) {
+  if (options_.batch < 1) throw Error("batch must be at least 1");
+}
+
+void Featurizer::run_shard(const dataset::Manifest& manifest, const storage::Location& input,
+                           const storage::Location& output, int shard, Progress& progress) {
+  ShardRun run(manifest, input, shard, embedder_, options_, progress);
+  run.run();
+  table::VectorRows good;
+  table::ErrorRows bad;
+  run.rows(good, bad);
+  // Errors first: the features part is the mark that the shard is done.
+  table::write_errors(layout::error_part(output, shard), bad);
+  table::write_vectors(layout::feature_part(output, shard), good, "features");
+}
+
+Summary run(const dataset::Manifest& manifest, const storage::Location& input, const storage::Location& output,
+            const std::string& model_pt, const Options& options, const std::vector<int>& shards) {
+  for (const auto& dir : {layout::features_dir(output), layout::errors_dir(output)}) {
+    storage::make_dirs(dir);
+    remove_stale_temporaries(dir);
+  }
+  std::vector<int> asked = shards;
+  if (asked.empty())
+    for (int s = 0; s < manifest.num_shards(); ++s) asked.push_back(s);
+  Summary sum;
+  sum.shards = static_cast<int>(asked.size());
+  std::vector<int> todo;
+  std::int64_t todo_images = 0;
+  for (int s : asked) {
+    const auto [b, e] = manifest.shard_range(s);
+    sum.images += static_cast<std::int64_t>(e - b);
+    // A failed check throws (never taken for "absent", never a reason to redo or skip).
+    if (storage::exists(layout::feature_part(output, s))) {
+      ++sum.shards_skipped;
+      continue;
+    }
+    todo.push_back(s);
+    todo_images += static_cast<std::int64_t>(e - b);
+  }
+  auto t0 = Clock::now();
+  if (!todo.empty()) {
+    Featurizer featurizer(model_pt, options);
+    t0 = Clock::now();  // images/s counts the images, not the model's loading
+    Progress progress;
+    ProgressLine line(progress, todo_images, options.progress && isatty(STDERR_FILENO));
+    for (int s : todo) featurizer.run_shard(manifest, input, output, s, progress);
+    sum.failed = progress.errors;
+    sum.embedded = progress.images - progress.errors;
+  }
+  sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  sum.images_per_s = sum.seconds > 0 ? (sum.embedded + sum.failed) / sum.seconds : 0;
+  return sum;
 }
 
 }  // namespace orchard::featurize

@@ -1,12 +1,16 @@
 #pragma once
-// The per-shard pipeline: read bytes -> decode -> resize -> normalize -> batch -> infer -> one
-// Parquet part of features and one of errors per shard, committed atomically; finished shards are
-// skipped on a rerun (resume).
+// The per-shard pipeline: read bytes (many requests in flight) -> decode -> resize -> normalize ->
+// batch -> infer -> one Parquet part of errors and one of features per shard, each published
+// atomically; finished shards are skipped on a rerun (resume). The same Featurizer::run_shard
+// serves `orchard featurize` (every shard, in process) and a Spark task (a list of shards).
+#include <atomic>
 #include <cstdint>
-#include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "orchard/dataset/manifest.hpp"
+#include "orchard/model/model.hpp"
 #include "orchard/storage/storage.hpp"
 
 namespace orchard::featurize {
@@ -14,11 +18,12 @@ namespace orchard::featurize {
 struct Options {
   int batch = 2;      // images per forward pass (measured best on 2 cores: docs/benchmarks.md)
   int threads = 0;    // worker threads, each decoding and inferring its own batches; 0 = all cores
+  int io_depth = 0;   // image reads in flight per shard; 0 = 32 on an object store, 4 on a local disk
   bool progress = true;  // a rate line on stderr when it is a terminal
 };
 
 struct Summary {
-  std::int64_t images = 0;        // in the manifest
+  std::int64_t images = 0;        // in the shards asked for
   std::int64_t embedded = 0;      // rows written to features/ by this invocation
   std::int64_t failed = 0;        // rows written to errors/ by this invocation
   int shards = 0, shards_skipped = 0;  // skipped: already finished by an earlier run
@@ -26,11 +31,31 @@ struct Summary {
   double images_per_s = 0;        // over the shards this invocation processed
 };
 
-// Runs every unfinished shard of the manifest (items read from input's filesystem) with the prepared model at model_pt, writing
-// OUTPUT/features/ and OUTPUT/errors/. A bad input becomes an error row; anything that stops the
-// job (unwritable OUTPUT, unloadable model) throws orchard::Error.
-Summary run(const dataset::Manifest& manifest, const storage::Location& input,
-            const storage::Location& output,
-            const std::string& model_pt, const Options& options);
+// Counts shared with a progress line.
+struct Progress {
+  std::atomic<std::int64_t> images{0}, errors{0};
+};
+
+// Holds the model (loaded once) and featurizes shards one at a time, each with every worker thread.
+class Featurizer {
+ public:
+  Featurizer(const std::string& model_pt, const Options& options);
+
+  // Featurizes shard `shard` of the manifest: reads its images from input (io_depth reads ahead of
+  // decoding, memory bounded), embeds them and publishes OUTPUT/errors/ then OUTPUT/features/
+  // part-NNNNN (the features part marks the shard done). A bad image becomes an error row; a read
+  // that still fails after retries, or a failed inference, throws and leaves the shard unpublished.
+  void run_shard(const dataset::Manifest& manifest, const storage::Location& input,
+                 const storage::Location& output, int shard, Progress& progress);
+
+ private:
+  model::Embedder embedder_;
+  Options options_;
+};
+
+// Runs the given shards of the manifest (all of them when empty), skipping those already finished,
+// with the prepared model at model_pt. Throws orchard::Error when the job cannot complete.
+Summary run(const dataset::Manifest& manifest, const storage::Location& input, const storage::Location& output,
+            const std::string& model_pt, const Options& options, const std::vector<int>& shards = {});
 
 }  // namespace orchard::featurize

@@ -30,11 +30,11 @@ std::string size_text(std::int64_t w, std::int64_t h) {
 // before any pixel buffer is allocated.
 void check_pixel_limit(std::int64_t w, std::int64_t h, const char* format) {
   if (w <= 0 || h <= 0) {
-    throw Error(std::string(format) + " header gives an empty image size " + size_text(w, h) +
+    throw Error::bad_input(std::string(format) + " header gives an empty image size " + size_text(w, h) +
                 "; the file is damaged, re-export it");
   }
   if (w * h > kMaxPixels) {
-    throw Error(std::string(format) + " image is " + size_text(w, h) + " = " +
+    throw Error::bad_input(std::string(format) + " image is " + size_text(w, h) + " = " +
                 std::to_string(w * h) + " pixels, above the limit of " +
                 std::to_string(kMaxPixels) +
                 " pixels (Pillow's decompression-bomb limit); downscale it before featurizing");
@@ -42,7 +42,7 @@ void check_pixel_limit(std::int64_t w, std::int64_t h, const char* format) {
   // JPEG cannot exceed 65535 a side; a PNG that does (say 178,000,000 x 1) would need gigabytes of
   // resize buffers per worker. Orchard refuses it (Pillow would try).
   if (w > kMaxSide || h > kMaxSide) {
-    throw Error(std::string(format) + " image is " + size_text(w, h) + ", a side above " +
+    throw Error::bad_input(std::string(format) + " image is " + size_text(w, h) + ", a side above " +
                 std::to_string(kMaxSide) + " pixels; crop or downscale it before featurizing");
   }
 }
@@ -156,7 +156,7 @@ class JpegDecoder {
     // libjpeg for that colour space (trusting libjpeg's guess of the stored one).
     const int components = cinfo.num_components;
     if (cinfo.data_precision != 8) {
-      throw Error("JPEG has " + std::to_string(cinfo.data_precision) +
+      throw Error::bad_input("JPEG has " + std::to_string(cinfo.data_precision) +
                   "-bit samples; only 8-bit JPEG is supported, re-export it as 8-bit");
     }
     if (components == 1) {
@@ -166,7 +166,7 @@ class JpegDecoder {
     } else if (components == 4) {
       cinfo.out_color_space = JCS_CMYK;
     } else {
-      throw Error("JPEG has " + std::to_string(components) +
+      throw Error::bad_input("JPEG has " + std::to_string(components) +
                   " colour components; only 1 (gray), 3 (colour) or 4 (CMYK) are supported");
     }
     check_pixel_limit(cinfo.image_width, cinfo.image_height, "JPEG");
@@ -175,7 +175,7 @@ class JpegDecoder {
     const int w = static_cast<int>(cinfo.output_width);
     const int h = static_cast<int>(cinfo.output_height);
     if (cinfo.output_components != components) {
-      throw Error("libjpeg returned " + std::to_string(cinfo.output_components) +
+      throw Error::bad_input("libjpeg returned " + std::to_string(cinfo.output_components) +
                   " components for a " + std::to_string(components) +
                   "-component JPEG; the file is unusual, re-export it as RGB JPEG");
     }
@@ -224,12 +224,12 @@ class JpegDecoder {
  private:
   void check(Stage stage, const char* what) {
     if (stage == Stage::kSuspended) {
-      throw Error(
+      throw Error::bad_input(
           "JPEG is truncated: the file ends before the image data is complete (Pillow: "
           "\"image file is truncated\"); re-download or re-export the file");
     }
     if (stage == Stage::kFailed) {
-      throw Error(std::string("corrupt JPEG (libjpeg error while ") + what +
+      throw Error::bad_input(std::string("corrupt JPEG (libjpeg error while ") + what +
                   "): " + state_.err.message + "; re-export the file");
     }
   }
@@ -311,7 +311,7 @@ void png_check_header_crcs(std::span<const std::uint8_t> b) {
     if (crc32(type, 4 + std::size_t{len}) != be32(type + 4 + len)) {
       std::string name;
       for (int i = 0; i < 4; ++i) name += (type[i] >= 32 && type[i] < 127) ? char(type[i]) : '?';
-      throw Error("corrupt PNG: bad checksum in the " + name +
+      throw Error::bad_input("corrupt PNG: bad checksum in the " + name +
                   " chunk (Pillow refuses it too); re-export the file");
     }
     pos += 12 + len;
@@ -416,7 +416,7 @@ class PngDecoder {
     if (png_) info_ = png_create_info_struct(png_);
     if (!png_ || !info_) {
       png_destroy_read_struct(&png_, nullptr, nullptr);
-      throw Error("out of memory creating the PNG decoder");
+      throw Error::bad_input("out of memory creating the PNG decoder");
     }
   }
   ~PngDecoder() { png_destroy_read_struct(&png_, info_ ? &info_ : nullptr, nullptr); }
@@ -434,7 +434,7 @@ class PngDecoder {
     if (ct != PNG_COLOR_TYPE_GRAY && ct != PNG_COLOR_TYPE_GRAY_ALPHA &&
         ct != PNG_COLOR_TYPE_PALETTE && ct != PNG_COLOR_TYPE_RGB &&
         ct != PNG_COLOR_TYPE_RGB_ALPHA) {
-      throw Error("PNG has unsupported colour type " + std::to_string(ct) + "; re-export it");
+      throw Error::bad_input("PNG has unsupported colour type " + std::to_string(ct) + "; re-export it");
     }
     check_pixel_limit(p_.width, p_.height, "PNG");
     check(png_stage_setup(png_, info_, &p_));
@@ -471,11 +471,11 @@ class PngDecoder {
   void check(Stage stage) {
     if (stage == Stage::kOk) return;
     if (reader_.truncated) {
-      throw Error(
+      throw Error::bad_input(
           "PNG is truncated: the file ends before the image data is complete; re-download or "
           "re-export the file");
     }
-    throw Error(std::string("corrupt PNG (libpng: ") + reader_.message + "); re-export the file");
+    throw Error::bad_input(std::string("corrupt PNG (libpng: ") + reader_.message + "); re-export the file");
   }
 
   PngReader reader_;
@@ -498,7 +498,7 @@ std::string hex_prefix(std::span<const std::uint8_t> bytes) {
 }  // namespace
 
 RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes) {
-  if (bytes.empty()) throw Error("empty file (0 bytes); re-download or remove it");
+  if (bytes.empty()) throw Error::bad_input("empty file (0 bytes); re-download or remove it");
   if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
     JpegDecoder decoder;
     return decoder.decode(bytes);
@@ -508,7 +508,7 @@ RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes) {
     PngDecoder decoder;
     return decoder.decode(bytes);
   }
-  throw Error("not a JPEG or PNG file (starts with " + hex_prefix(bytes) +
+  throw Error::bad_input("not a JPEG or PNG file (starts with " + hex_prefix(bytes) +
               "); only JPEG and PNG images are supported, convert it or remove it");
 }
 

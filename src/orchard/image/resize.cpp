@@ -235,12 +235,12 @@ void resample_vertical(const std::uint8_t* in, int width, int row0, const Taps& 
 
 RgbImage resize_bicubic(const RgbImage& in, int width, int height) {
   if (width <= 0 || height <= 0) {
-    throw Error("resize to an empty size " + std::to_string(width) + "x" +
+    throw Error::bad_input("resize to an empty size " + std::to_string(width) + "x" +
                 std::to_string(height) + " requested; give a positive width and height");
   }
   if (in.width <= 0 || in.height <= 0 ||
       in.pixels.size() != static_cast<std::size_t>(in.width) * in.height * 3) {
-    throw Error("resize of an empty or inconsistent image (" + std::to_string(in.width) + "x" +
+    throw Error::bad_input("resize of an empty or inconsistent image (" + std::to_string(in.width) + "x" +
                 std::to_string(in.height) + ", " + std::to_string(in.pixels.size()) +
                 " bytes); decode it with decode_to_rgb first");
   }

@@ -7,6 +7,7 @@
 #include "orchard/error.hpp"
 #include "orchard/model/mobilenet_v2.hpp"
 #include "orchard/model/weights.hpp"
+#include "orchard/storage/storage.hpp"
 
 namespace orchard::model {
 namespace fs = std::filesystem;
@@ -56,7 +57,27 @@ std::string prepare(const std::string& weights, const std::string& out_path) {
   return target;
 }
 
+std::string fetch_remote(const std::string& uri) {
+  const auto loc = storage::open(uri);
+  const std::string name = loc.path.substr(loc.path.rfind('/') + 1);
+  if (!ends_with(name, ".pt") && !ends_with(name, ".h5") && !ends_with(name, ".hdf5"))
+    throw Error(storage::redact(uri) + ": a remote model is a prepared .pt or a Keras .h5 file");
+  const auto bytes = storage::read_file(loc);
+  // Named by the object's path and size, so a changed object is fetched again.
+  const std::string dir = cache_dir() + "/remote/" + std::to_string(std::hash<std::string>{}(loc.display())) + "-" +
+                          std::to_string(bytes->size());
+  const std::string target = dir + "/" + name;
+  if (fs::is_regular_file(target) && static_cast<std::int64_t>(fs::file_size(target)) == bytes->size()) return target;
+  storage::make_dirs(storage::open(dir));
+  storage::write_atomic(storage::open(target), [&](const auto& out) {
+    storage::check(out->Write(bytes), target + ": cannot write");
+  });
+  return target;
+}
+
 std::string resolve(const std::string& model_option) {
+  if (model_option.find("://") != std::string::npos && model_option.rfind("file://", 0) != 0)
+    return prepare(fetch_remote(model_option));
   if (!model_option.empty()) return prepare(model_option);
   const std::string def = cache_dir() + "/default.pt";
   if (fs::is_regular_file(def)) return def;

@@ -15,7 +15,11 @@ std::string cache_dir();
 // weights fingerprint. A .pt input is returned as is. Throws orchard::Error naming the input.
 std::string prepare(const std::string& weights, const std::string& out_path = "");
 
-// Resolves --model: empty means the cache's default.pt (written by `orchard prepare-model`).
+// Copies a remote model (s3://.../x.pt or .h5) into the cache once and returns the local path.
+std::string fetch_remote(const std::string& uri);
+
+// Resolves --model (a local or s3:// weights file, a .npy folder or a .pt): empty means the cache's
+// default.pt (written by `orchard prepare-model`). Returns a prepared .pt path.
 std::string resolve(const std::string& model_option);
 
 class Embedder {

@@ -14,6 +14,7 @@
 #include "orchard/error.hpp"
 #include "orchard/threads.hpp"
 #include "orchard/pca/pca.hpp"
+#include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
 
 namespace orchard::pca {
@@ -114,12 +115,12 @@ void write_model(const storage::Location& file, const Fit& f, int k, bool center
 
 SavedModel read_model(const storage::Location& file) {
   auto t = table::read_table(file);
-  if (t->num_rows() != 1) throw Error(file.path + ": expected one row, found " + std::to_string(t->num_rows()));
+  if (t->num_rows() != 1) throw Error(file.display() + ": expected one row, found " + std::to_string(t->num_rows()));
   SavedModel m;
-  m.k = std::static_pointer_cast<arrow::Int32Array>(table::checked_column(*t, "k", *arrow::int32(), file.path))->Value(0);
-  auto comps = table::checked_column(*t, "components", *arrow::list(arrow::list(arrow::float64())), file.path);
+  m.k = std::static_pointer_cast<arrow::Int32Array>(table::checked_column(*t, "k", *arrow::int32(), file.display()))->Value(0);
+  auto comps = table::checked_column(*t, "components", *arrow::list(arrow::list(arrow::float64())), file.display());
   m.components = static_cast<const arrow::ListArray&>(*comps).value_length(0);
-  auto ratios = table::checked_column(*t, "explained_variance_ratio", *arrow::list(arrow::float64()), file.path);
+  auto ratios = table::checked_column(*t, "explained_variance_ratio", *arrow::list(arrow::float64()), file.display());
   const auto& lists = static_cast<const arrow::ListArray&>(*ratios);
   const auto& v = static_cast<const arrow::DoubleArray&>(*lists.values());
   for (std::int64_t i = 0; i < lists.value_length(0); ++i) m.explained_ratio.push_back(v.Value(lists.value_offset(0) + i));
@@ -127,9 +128,9 @@ SavedModel read_model(const storage::Location& file) {
 }
 
 JobSummary run_job(const storage::Location& output, const JobOptions& o) {
-  const auto parts = table::list_parts(output.child("features"));
+  const auto parts = table::list_parts(layout::features_dir(output));
   if (parts.empty())
-    throw Error(output.child("features").path + ": no part files; run `orchard featurize INPUT " + output.path + "` first");
+    throw Error(layout::features_dir(output).path + ": no part files; run `orchard featurize INPUT " + output.display() + "` first");
   const int threads = resolve_threads(o.threads);
   // Parallelism comes from the part threads; a multithreaded BLAS under them would oversubscribe.
   openblas_set_num_threads(1);
@@ -160,10 +161,10 @@ JobSummary run_job(const storage::Location& output, const JobOptions& o) {
   s.fit_seconds = since(t0);
 
   t0 = Clock::now();
-  const auto out_dir = output.child("pca_features");
+  const auto out_dir = layout::pca_features_dir(output);
   storage::make_dirs(out_dir);
   for (const auto& old : table::list_parts(out_dir))  // parts of an earlier run with other shards
-    storage::check(old.fs->DeleteFile(old.path), old.path + ": cannot replace");
+    storage::remove(old);
   std::vector<std::string> csv_chunks(parts.size());
   parallel_parts(parts.size(), threads, [&](std::size_t i, int) {
     const auto name = parts[i].path.substr(parts[i].path.rfind('/') + 1);

@@ -1,87 +1,235 @@
 #include "orchard/storage/storage.hpp"
 
+#include <arrow/buffer.h>
+#include <arrow/filesystem/localfs.h>
 #include <fnmatch.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "orchard/error.hpp"
+#include "orchard/storage/layout.hpp"
+#include "orchard/storage/s3.hpp"
 
 namespace orchard::storage {
+namespace {
+
+bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
+
+// What to do about a store's error, from Arrow's / the AWS SDK's message.
+std::string hint(const std::string& m) {
+  if (contains(m, "ACCESS_DENIED") || contains(m, "InvalidAccessKeyId") || contains(m, "SignatureDoesNotMatch") ||
+      contains(m, "HTTP status 403") || contains(m, "INVALID_ACCESS_KEY_ID") || contains(m, "SIGNATURE_DOES_NOT_MATCH"))
+    return " (access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role, "
+           "and that it may read INPUT and write OUTPUT)";
+  if (contains(m, "NO_SUCH_BUCKET") || contains(m, "NoSuchBucket") || contains(m, "bucket does not exist") ||
+      contains(m, "Bucket does not exist"))
+    return " (no such bucket: create it, or fix the bucket name in the URI)";
+  if (contains(m, "PermanentRedirect") || contains(m, "HTTP status 301") || contains(m, "wrong region"))
+    return " (the bucket is in another region: set AWS_REGION to the bucket's region)";
+  if (contains(m, "NETWORK_CONNECTION") || contains(m, "curlCode") || contains(m, "Couldn't connect"))
+    return " (the store did not answer: check AWS_ENDPOINT_URL_S3 / the network; rerun to resume)";
+  return "";
+}
+
+// A failure worth another try: not a refusal that will be given again.
+bool transient(const Error& e) {
+  const std::string m = e.what();
+  return e.is_storage() && !contains(m, "access denied") && !contains(m, "no such bucket") &&
+         !contains(m, "another region") && !contains(m, "HTTP status 404");
+}
+
+int storage_attempts() {
+  const char* v = std::getenv("ORCHARD_STORAGE_ATTEMPTS");
+  const int n = v ? std::atoi(v) : 0;
+  return n > 0 ? n : 4;
+}
+
+}  // namespace
 
 void check(const arrow::Status& st, const std::string& context) {
-  if (!st.ok()) throw Error(context + ": " + st.ToString());
+  if (st.ok()) return;
+  const std::string m = st.ToString();
+  const std::string what = scrub(context + ": " + m + hint(m));
+  if (contains(m, "Path does not exist") || contains(m, "No such file or directory")) throw Error::not_found(what);
+  if (st.IsIOError()) throw Error::storage(what);
+  throw Error(what);
+}
+
+void with_retries(const std::string& what, const std::function<void()>& f) {
+  const int attempts = storage_attempts();
+  auto backoff = std::chrono::milliseconds(200);
+  for (int attempt = 1;; ++attempt) {
+    try {
+      f();
+      return;
+    } catch (const Error& e) {
+      if (!transient(e)) throw;
+      if (attempt >= attempts)
+        throw Error::storage(std::string(e.what()) + " [gave up on " + what + " after " + std::to_string(attempts) +
+                             " attempts; rerun to resume once the store recovers]");
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
 }
 
 Location Location::child(const std::string& name) const {
-  return {fs, path.empty() ? name : (path.back() == '/' ? path + name : path + "/" + name)};
+  return {fs, path.empty() ? name : (path.back() == '/' ? path + name : path + "/" + name), scheme};
 }
 
-Location open(const std::string& uri_or_path) {
-  std::string target = uri_or_path;
-  if (target.find("://") == std::string::npos)
-    target = std::filesystem::absolute(target).lexically_normal().string();
-  while (target.size() > 1 && target.back() == '/') target.pop_back();
-  std::string path;
-  auto fs = value_or_throw(arrow::fs::FileSystemFromUriOrPath(target, &path),
-                           uri_or_path + ": cannot open (a local path or a supported URI is expected)");
-  return {fs, path};
+std::string Location::display() const { return scheme.empty() ? path : scheme + "://" + path; }
+
+std::string Location::uri() const { return scheme.empty() ? "file://" + path : display(); }
+
+Location Location::at(const std::string& display_name) const {
+  const std::string prefix = scheme.empty() ? "" : scheme + "://";
+  if (!prefix.empty() && display_name.rfind(prefix, 0) == 0) return {fs, display_name.substr(prefix.size()), scheme};
+  return {fs, display_name, scheme};
 }
 
-std::vector<std::string> list_files(const Location& root, const std::string& glob) {
-  auto info = value_or_throw(root.fs->GetFileInfo(root.path), root.path + ": cannot read");
-  if (info.type() != arrow::fs::FileType::Directory)
-    throw Error(root.path + ": not a folder; INPUT is a folder of images (one subfolder per label)");
-  arrow::fs::FileSelector sel;
-  sel.base_dir = root.path;
-  sel.recursive = true;
-  auto infos = value_or_throw(root.fs->GetFileInfo(sel), root.path + ": cannot list");
-  std::vector<std::string> out;
-  for (const auto& f : infos) {
-    if (f.type() != arrow::fs::FileType::File) continue;
-    if (fnmatch(glob.c_str(), f.base_name().c_str(), 0) == 0) out.push_back(f.path());
-  }
-  std::sort(out.begin(), out.end());
+std::string redact(const std::string& uri) {
+  const auto sep = uri.find("://");
+  if (sep == std::string::npos) return uri;
+  const auto start = sep + 3;
+  const auto slash = uri.find('/', start);
+  const auto at = uri.rfind('@', slash == std::string::npos ? std::string::npos : slash);
+  if (at == std::string::npos || at < start) return uri;
+  return uri.substr(0, start) + "***@" + uri.substr(at + 1);
+}
+
+std::string scrub(const std::string& text) {
+  std::vector<std::string> secrets = s3::uri_secrets();
+  for (const char* v : {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+    if (const char* s = std::getenv(v); s && std::string(s).size() >= 4) secrets.push_back(s);
+  std::string out = redact(text);
+  for (const auto& s : secrets)
+    for (std::size_t pos; (pos = out.find(s)) != std::string::npos;) out.replace(pos, s.size(), "***");
   return out;
 }
 
-std::shared_ptr<arrow::Buffer> read_file(const Location& file) {
-  auto in = value_or_throw(file.fs->OpenInputFile(file.path), file.path + ": cannot open");
-  return value_or_throw(in->Read(value_or_throw(in->GetSize(), file.path + ": cannot stat")), file.path + ": cannot read");
+Location open(const std::string& uri_or_path) {
+  if (uri_or_path.rfind("s3://", 0) == 0) {
+    const auto u = s3::parse(uri_or_path);
+    return {s3::filesystem(u), u.path(), "s3"};
+  }
+  std::string target = uri_or_path;
+  if (target.rfind("file://", 0) == 0) target = target.substr(7);
+  if (target.find("://") != std::string::npos)
+    throw Error(redact(uri_or_path) + ": unsupported location; give a local path, file:///PATH or s3://BUCKET/PREFIX");
+  target = std::filesystem::absolute(target).lexically_normal().string();
+  while (target.size() > 1 && target.back() == '/') target.pop_back();
+  static const auto local = std::make_shared<arrow::fs::LocalFileSystem>();
+  return {local, target, ""};
+}
+
+std::vector<FileEntry> list_files(const Location& root, const std::string& glob) {
+  std::vector<FileEntry> out;
+  with_retries("listing " + root.display(), [&] {
+    out.clear();
+    auto info = value_or_throw(root.fs->GetFileInfo(root.path), root.display() + ": cannot read");
+    if (info.type() != arrow::fs::FileType::Directory)
+      throw Error(root.display() + (root.object_store() ? ": no object under this prefix" : ": not a folder") +
+                  "; INPUT is a folder or s3:// prefix of images (one subfolder per label)");
+    arrow::fs::FileSelector sel;
+    sel.base_dir = root.path;
+    sel.recursive = true;
+    auto infos = value_or_throw(root.fs->GetFileInfo(sel), root.display() + ": cannot list");
+    for (const auto& f : infos) {
+      if (f.type() != arrow::fs::FileType::File) continue;
+      if (fnmatch(glob.c_str(), f.base_name().c_str(), 0) == 0) out.push_back({Location{root.fs, f.path(), root.scheme}.display(), f.size()});
+    }
+  });
+  std::sort(out.begin(), out.end(), [](const FileEntry& a, const FileEntry& b) { return a.name < b.name; });
+  return out;
+}
+
+std::vector<arrow::fs::FileInfo> list_dir(const Location& folder) {
+  std::vector<arrow::fs::FileInfo> out;
+  with_retries("listing " + folder.display(), [&] {
+    arrow::fs::FileSelector sel;
+    sel.base_dir = folder.path;
+    sel.allow_not_found = true;
+    out = value_or_throw(folder.fs->GetFileInfo(sel), folder.display() + ": cannot list");
+  });
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.path() < b.path(); });
+  return out;
+}
+
+std::shared_ptr<arrow::Buffer> read_file(const Location& file, std::int64_t size) {
+  std::shared_ptr<arrow::Buffer> buf;
+  with_retries("reading " + file.display(), [&] {
+    std::shared_ptr<arrow::io::RandomAccessFile> in;
+    if (size >= 0) {
+      arrow::fs::FileInfo info(file.path, arrow::fs::FileType::File);
+      info.set_size(size);
+      in = value_or_throw(file.fs->OpenInputFile(info), file.display() + ": cannot open");
+    } else {
+      in = value_or_throw(file.fs->OpenInputFile(file.path), file.display() + ": cannot open");
+    }
+    const auto n = size >= 0 ? size : value_or_throw(in->GetSize(), file.display() + ": cannot stat");
+    buf = value_or_throw(in->ReadAt(0, n), file.display() + ": cannot read");
+    if (buf->size() != n)
+      throw Error::storage(file.display() + ": read " + std::to_string(buf->size()) + " of " + std::to_string(n) +
+                           " bytes (the object changed or the connection broke)");
+  });
+  return buf;
 }
 
 bool exists(const Location& loc) {
-  auto info = loc.fs->GetFileInfo(loc.path);
-  return info.ok() && info->type() != arrow::fs::FileType::NotFound;
+  bool found = false;
+  with_retries("checking " + loc.display(), [&] {
+    auto info = value_or_throw(loc.fs->GetFileInfo(loc.path), loc.display() + ": could not check whether it exists");
+    found = info.type() != arrow::fs::FileType::NotFound;
+  });
+  return found;
 }
 
 void make_dirs(const Location& dir) {
-  check(dir.fs->CreateDir(dir.path, true), dir.path + ": cannot create the folder");
+  if (dir.object_store()) return;  // keys need no folders; CreateDir on a missing bucket would create it
+  check(dir.fs->CreateDir(dir.path, true), dir.display() + ": cannot create the folder");
+}
+
+void remove(const Location& file) {
+  with_retries("deleting " + file.display(), [&] {
+    const auto st = file.fs->DeleteFile(file.path);
+    if (st.ok()) return;
+    try {
+      check(st, file.display() + ": cannot delete");
+    } catch (const Error& e) {
+      if (!e.is_not_found()) throw;
+    }
+  });
 }
 
 void write_atomic(const Location& file,
                   const std::function<void(const std::shared_ptr<arrow::io::OutputStream>&)>& write) {
-  const bool object_store = file.fs->type_name() != "local";
   static std::atomic<int> counter{0};
-  const std::string tmp = object_store ? file.path
-                                       : file.path + ".tmp-" + std::to_string(::getpid()) + "-" +
-                                             std::to_string(counter++);
-  auto out = value_or_throw(file.fs->OpenOutputStream(tmp), file.path + ": cannot write");
-  try {
-    write(out);
-  } catch (...) {
-    (void)out->Abort();  // an object store must not publish half a file under the final name
-    if (!object_store) (void)file.fs->DeleteFile(tmp);
-    throw;
-  }
-  check(out->Close(), file.path + ": cannot finish writing");
-  if (!object_store) check(file.fs->Move(tmp, file.path), file.path + ": cannot commit");
+  with_retries("writing " + file.display(), [&] {
+    const std::string target =
+        file.object_store() ? file.path : layout::temporary_name(file.path, ::getpid(), counter++);
+    auto out = value_or_throw(file.fs->OpenOutputStream(target), file.display() + ": cannot write");
+    try {
+      write(out);
+      check(out->Close(), file.display() + ": cannot finish writing");
+    } catch (...) {
+      (void)out->Abort();  // nothing may appear under the final name
+      if (!file.object_store()) (void)file.fs->DeleteFile(target);
+      throw;
+    }
+    if (!file.object_store()) check(file.fs->Move(target, file.path), file.display() + ": cannot commit");
+  });
 }
 
 void write_text(const Location& file, const std::string& text) {
-  write_atomic(file, [&](const auto& out) { check(out->Write(text), file.path + ": cannot write"); });
+  write_atomic(file, [&](const auto& out) { check(out->Write(text), file.display() + ": cannot write"); });
 }
+
+void shutdown() { s3::finalize(); }
 
 }  // namespace orchard::storage

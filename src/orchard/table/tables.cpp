@@ -4,11 +4,13 @@
 #include <parquet/arrow/writer.h>
 
 #include <arrow/array/concatenate.h>
+#include <arrow/io/memory.h>
 
 #include <cmath>
 #include <cstdio>
 
 #include "orchard/error.hpp"
+#include "orchard/storage/layout.hpp"
 
 namespace orchard::table {
 using storage::check;
@@ -21,12 +23,6 @@ std::string vector_problem(const float* v, int dim) {
     any_nonzero |= v[j] != 0.0f;
   }
   return any_nonzero ? "" : "an all-zero vector";
-}
-
-std::string part_name(int shard) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "part-%05d.parquet", shard);
-  return buf;
 }
 
 std::shared_ptr<arrow::Schema> vector_schema(const std::string& column) {
@@ -62,7 +58,7 @@ void write_table(const storage::Location& file, const arrow::Table& table) {
   storage::write_atomic(file, [&](const auto& out) {
     check(parquet::arrow::WriteTable(table, arrow::default_memory_pool(), out, kRowGroupRows,
                                      writer_properties(), arrow_writer_properties()),
-          file.path + ": cannot write Parquet");
+          file.display() + ": cannot write Parquet");
   });
 }
 
@@ -91,11 +87,11 @@ void write_vectors_streamed(const storage::Location& file, const std::string& co
     auto writer = value_or_throw(
         parquet::arrow::FileWriter::Open(*vector_schema(column), arrow::default_memory_pool(), out,
                                          writer_properties(), arrow_writer_properties()),
-        file.path + ": cannot write Parquet");
+        file.display() + ": cannot write Parquet");
     produce([&](const VectorRows& rows) {
-      check(writer->WriteTable(*vector_table(rows, column, file.path), kRowGroupRows), file.path + ": cannot write Parquet");
+      check(writer->WriteTable(*vector_table(rows, column, file.display()), kRowGroupRows), file.display() + ": cannot write Parquet");
     });
-    check(writer->Close(), file.path + ": cannot finish Parquet");
+    check(writer->Close(), file.display() + ": cannot finish Parquet");
   });
 }
 
@@ -108,12 +104,21 @@ void write_errors(const storage::Location& file, const ErrorRows& rows) {
   write_table(file, *table);
 }
 
+namespace {
+// A local file is read in place; an object is fetched whole with one retried GET (a part is a few
+// MB) instead of many ranged GETs that each could fail.
+std::shared_ptr<arrow::io::RandomAccessFile> open_for_parquet(const storage::Location& file) {
+  if (file.object_store()) return std::make_shared<arrow::io::BufferReader>(storage::read_file(file));
+  return value_or_throw(file.fs->OpenInputFile(file.path), file.display() + ": cannot open");
+}
+}  // namespace
+
 std::shared_ptr<arrow::Table> read_table(const storage::Location& file) {
-  auto in = value_or_throw(file.fs->OpenInputFile(file.path), file.path + ": cannot open");
+  auto in = open_for_parquet(file);
   auto reader = value_or_throw(parquet::arrow::OpenFile(in, arrow::default_memory_pool()),
-                               file.path + ": not a readable Parquet file");
-  auto table = value_or_throw(reader->ReadTable(), file.path + ": cannot read Parquet");
-  return value_or_throw(table->CombineChunks(), file.path + ": cannot read Parquet");
+                               file.display() + ": not a readable Parquet file");
+  auto table = value_or_throw(reader->ReadTable(), file.display() + ": cannot read Parquet");
+  return value_or_throw(table->CombineChunks(), file.display() + ": cannot read Parquet");
 }
 
 std::shared_ptr<arrow::Array> checked_column(const arrow::Table& t, const std::string& name,
@@ -168,27 +173,26 @@ void batch_to_rows(const std::shared_ptr<arrow::RecordBatch>& b, const std::stri
 
 void for_each_batch(const storage::Location& file, const std::string& name, int dim, std::int64_t batch_rows,
                     const std::function<void(const VectorRows&)>& f) {
-  auto in = value_or_throw(file.fs->OpenInputFile(file.path), file.path + ": cannot open");
-  // Read column chunks through a small buffer instead of whole (possibly 100s of MB) row groups,
-  // so memory stays at one batch whatever the writer chose for its row-group size.
+  // Column chunks are decoded through a small buffer instead of whole (possibly 100s of MB) row
+  // groups, so memory stays at one batch whatever the writer chose for its row-group size.
   parquet::ReaderProperties reader_props;
   reader_props.enable_buffered_stream();
   reader_props.set_buffer_size(1 << 20);
   parquet::arrow::FileReaderBuilder builder;
-  check(builder.Open(in, reader_props), file.path + ": not a readable Parquet file");
+  check(builder.Open(open_for_parquet(file), reader_props), file.display() + ": not a readable Parquet file");
   parquet::ArrowReaderProperties props;
   props.set_batch_size(batch_rows);
   props.set_pre_buffer(false);
   builder.properties(props);
-  auto reader = value_or_throw(builder.Build(), file.path + ": not a readable Parquet file");
-  auto batches = value_or_throw(reader->GetRecordBatchReader(), file.path + ": cannot read Parquet");
+  auto reader = value_or_throw(builder.Build(), file.display() + ": not a readable Parquet file");
+  auto batches = value_or_throw(reader->GetRecordBatchReader(), file.display() + ": cannot read Parquet");
   VectorRows rows;
   std::int64_t first_row = 0;
   while (true) {
-    auto batch = value_or_throw(batches->Next(), file.path + ": cannot read Parquet");
+    auto batch = value_or_throw(batches->Next(), file.display() + ": cannot read Parquet");
     if (!batch) break;
     rows.dim = dim > 0 ? dim : rows.dim;
-    batch_to_rows(batch, name, file.path, rows, first_row);
+    batch_to_rows(batch, name, file.display(), rows, first_row);
     first_row += batch->num_rows();
     f(rows);
   }
@@ -196,21 +200,13 @@ void for_each_batch(const storage::Location& file, const std::string& name, int 
 
 ErrorRows read_errors(const storage::Location& file) {
   auto t = read_table(file);
-  return {string_column(*t, "path", file.path), string_column(*t, "error", file.path)};
+  return {string_column(*t, "path", file.display()), string_column(*t, "error", file.display())};
 }
 
 std::vector<storage::Location> list_parts(const storage::Location& folder) {
   std::vector<storage::Location> out;
-  if (!storage::exists(folder)) return out;
-  arrow::fs::FileSelector sel;
-  sel.base_dir = folder.path;
-  auto infos = value_or_throw(folder.fs->GetFileInfo(sel), folder.path + ": cannot list");
-  for (const auto& f : infos) {
-    const auto& n = f.base_name();
-    if (f.IsFile() && n.rfind("part-", 0) == 0 && n.size() > 8 && n.substr(n.size() - 8) == ".parquet")
-      out.push_back({folder.fs, f.path()});
-  }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.path < b.path; });
+  for (const auto& f : storage::list_dir(folder))
+    if (f.IsFile() && layout::parse_part(f.base_name())) out.push_back(folder.at(f.path()));
   return out;
 }
 

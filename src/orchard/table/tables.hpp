@@ -27,9 +27,6 @@ struct ErrorRows {
 // Why an embedding must not be written (non-finite or all-zero), or "" when it is sound.
 std::string vector_problem(const float* v, int dim);
 
-// Part file name for shard i: "part-00012.parquet".
-std::string part_name(int shard);
-
 // Schema path: string, label: string, <column>: list<float>.
 std::shared_ptr<arrow::Schema> vector_schema(const std::string& column);
 std::shared_ptr<arrow::Schema> error_schema();
@@ -68,7 +65,8 @@ std::vector<std::string> string_column(const arrow::Table& t, const std::string&
 std::shared_ptr<arrow::Array> checked_column(const arrow::Table& t, const std::string& name,
                                              const arrow::DataType& type, const std::string& file);
 
-// Sorted part files (part-*.parquet) in folder; empty when the folder is missing.
+// Sorted part files (part-NNNNN.parquet) in folder; empty when the folder is missing. A listing
+// that fails throws kStorage.
 std::vector<storage::Location> list_parts(const storage::Location& folder);
 
 }  // namespace orchard::table

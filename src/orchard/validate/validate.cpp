@@ -11,6 +11,7 @@
 #include "orchard/dataset/manifest.hpp"
 #include "orchard/error.hpp"
 #include "orchard/pca/job.hpp"
+#include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
 
 namespace orchard::validate {
@@ -68,9 +69,9 @@ struct Checker {
   void parts_complete(const std::string& folder) {
     if (expected_parts < 0) return;
     for (int s = 0; s < expected_parts; ++s) {
-      const auto f = out.child(folder).child(table::part_name(s));
+      const auto f = out.child(folder).child(layout::part_name(s));
       if (!storage::exists(f))
-        problem(f.path + " is missing (shard " + std::to_string(s) +
+        problem(f.display() + " is missing (shard " + std::to_string(s) +
                 "); rerun `orchard featurize` (or `orchard run`) on this OUTPUT to redo that shard");
     }
   }
@@ -82,19 +83,19 @@ struct Checker {
 
   void features() {
     parts_complete("features");
-    for (const auto& part : table::list_parts(out.child("features"))) {
+    for (const auto& part : table::list_parts(layout::features_dir(out))) {
       std::int64_t first = 0;
       guarded([&] {
         table::for_each_batch(part, "features", kDim, kBatchRows, [&](const table::VectorRows& rows) {
           for (std::size_t i = 0; i < rows.size(); ++i) {
             const std::string where = "row " + std::to_string(first + static_cast<std::int64_t>(i)) + " " + rows.paths[i];
             if (auto why = table::vector_problem(rows.values.data() + i * kDim, kDim); !why.empty())
-              row_problem(part.path, "hold " + why, where);
-            count_path(rows.paths[i], part.path);
+              row_problem(part.display(), "hold " + why, where);
+            count_path(rows.paths[i], part.display());
             embedded[rows.paths[i]] = 1;
             auto it = label_of.find(rows.paths[i]);
             if (it != label_of.end() && it->second != rows.labels[i])
-              row_problem(part.path, "have a label other than their folder's", where + " '" + rows.labels[i] + "'");
+              row_problem(part.display(), "have a label other than their folder's", where + " '" + rows.labels[i] + "'");
           }
           first += static_cast<std::int64_t>(rows.size());
         });
@@ -105,12 +106,12 @@ struct Checker {
 
   void errors() {
     parts_complete("errors");
-    for (const auto& part : table::list_parts(out.child("errors"))) {
+    for (const auto& part : table::list_parts(layout::errors_dir(out))) {
       guarded([&] {
         auto rows = table::read_errors(part);
         for (std::size_t i = 0; i < rows.paths.size(); ++i) {
-          count_path(rows.paths[i], part.path);
-          if (rows.errors[i].empty()) row_problem(part.path, "have an empty error message", rows.paths[i]);
+          count_path(rows.paths[i], part.display());
+          if (rows.errors[i].empty()) row_problem(part.display(), "have an empty error message", rows.paths[i]);
         }
         r.counts.errors += static_cast<std::int64_t>(rows.paths.size());
       });
@@ -120,61 +121,61 @@ struct Checker {
     for (const auto& [path, label] : label_of)
       if (!seen.count(path)) { if (!missing++) example = path; }
     if (missing)
-      problem(out.path + ": " + std::to_string(missing) + " inputs are in neither features/ nor errors/ (e.g. " +
+      problem(out.display() + ": " + std::to_string(missing) + " inputs are in neither features/ nor errors/ (e.g. " +
               example + "); rerun `orchard featurize` on this OUTPUT");
   }
 
   void pca() {
-    const auto model_file = out.child("pca").child("model.parquet");
+    const auto model_file = layout::pca_model(out);
     if (!storage::exists(model_file)) {
-      if (storage::exists(out.child("pca_features"))) problem(model_file.path + " is missing but pca_features/ exists; rerun `orchard pca`");
+      if (storage::exists(layout::pca_features_dir(out))) problem(model_file.display() + " is missing but pca_features/ exists; rerun `orchard pca`");
       return;
     }
     guarded([&] {
       const auto m = pca::read_model(model_file);
       r.counts.k = m.k;
       if (m.components != m.k)
-        problem(model_file.path + ": " + std::to_string(m.components) + " components but k = " + std::to_string(m.k));
+        problem(model_file.display() + ": " + std::to_string(m.components) + " components but k = " + std::to_string(m.k));
     });
-    const auto csv = out.child("pca").child("explained_variance.csv");
+    const auto csv = layout::explained_variance(out);
     guarded([&] {
       auto buf = storage::read_file(csv);
       std::istringstream in(buf->ToString());
       std::string line;
       std::getline(in, line);
-      if (line != "component,explained_variance_ratio,cumulative") problem(csv.path + ": unexpected header '" + line + "'");
+      if (line != "component,explained_variance_ratio,cumulative") problem(csv.display() + ": unexpected header '" + line + "'");
       int n = 0;
       while (std::getline(in, line)) if (!line.empty()) ++n;
-      if (n != kDim) problem(csv.path + ": " + std::to_string(n) + " rows, expected " + std::to_string(kDim));
+      if (n != kDim) problem(csv.display() + ": " + std::to_string(n) + " rows, expected " + std::to_string(kDim));
     });
     std::unordered_map<std::string, int> pca_seen;
-    for (const auto& part : table::list_parts(out.child("pca_features"))) {
+    for (const auto& part : table::list_parts(layout::pca_features_dir(out))) {
       guarded([&] {
         table::for_each_batch(part, "pca", r.counts.k, kBatchRows, [&](const table::VectorRows& rows) {
           for (std::size_t i = 0; i < rows.size(); ++i) {
             for (int j = 0; j < rows.dim; ++j)
-              if (!std::isfinite(rows.values[i * rows.dim + j])) { row_problem(part.path, "have non-finite values", rows.paths[i]); break; }
-            if (!embedded.count(rows.paths[i])) row_problem(part.path, "are not in features/", rows.paths[i]);
-            if (++pca_seen[rows.paths[i]] == 2) row_problem(part.path, "repeat a path in pca_features/", rows.paths[i]);
+              if (!std::isfinite(rows.values[i * rows.dim + j])) { row_problem(part.display(), "have non-finite values", rows.paths[i]); break; }
+            if (!embedded.count(rows.paths[i])) row_problem(part.display(), "are not in features/", rows.paths[i]);
+            if (++pca_seen[rows.paths[i]] == 2) row_problem(part.display(), "repeat a path in pca_features/", rows.paths[i]);
           }
           r.counts.pca_rows += static_cast<std::int64_t>(rows.size());
         });
       });
     }
     if (r.counts.pca_rows != r.counts.embedded)
-      problem(out.child("pca_features").path + ": " + std::to_string(r.counts.pca_rows) + " rows but features/ has " +
+      problem(layout::pca_features_dir(out).path + ": " + std::to_string(r.counts.pca_rows) + " rows but features/ has " +
               std::to_string(r.counts.embedded) + "; rerun `orchard pca`");
   }
 
   void success() {
-    const auto file = out.child("_SUCCESS");
+    const auto file = layout::success(out);
     if (!storage::exists(file)) return;
     guarded([&] {
       auto j = nlohmann::json::parse(storage::read_file(file)->ToString());
       auto expect = [&](const char* key, std::int64_t actual) {
-        if (!j.contains("counts") || !j["counts"].contains(key)) { problem(file.path + ": no counts." + key); return; }
+        if (!j.contains("counts") || !j["counts"].contains(key)) { problem(file.display() + ": no counts." + key); return; }
         if (j["counts"][key].get<std::int64_t>() != actual)
-          problem(file.path + ": counts." + key + " = " + std::to_string(j["counts"][key].get<std::int64_t>()) +
+          problem(file.display() + ": counts." + key + " = " + std::to_string(j["counts"][key].get<std::int64_t>()) +
                   " but OUTPUT has " + std::to_string(actual));
       };
       expect("inputs", r.counts.inputs);
