@@ -3,6 +3,7 @@
 #include <arrow/util/config.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -76,6 +77,19 @@ validate::Counts validate_or_throw(const storage::Location& output) {
                static_cast<long long>(r.counts.errors), r.counts.k, static_cast<long long>(r.counts.pca_rows));
   return r.counts;
 }
+
+// Writes OUTPUT/_SUCCESS (the last file of a run): counts, versions, the time, and extra's keys.
+void write_success(const storage::Location& output, const validate::Counts& counts, const nlohmann::json& extra) {
+  const std::time_t now = std::time(nullptr);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  nlohmann::json j = {
+      {"finished_at", when},
+      {"counts", {{"inputs", counts.inputs}, {"embedded", counts.embedded}, {"errors", counts.errors}, {"k", counts.k}}},
+      {"versions", versions()}};
+  for (const auto& [k, v] : extra.items()) j[k] = v;
+  storage::write_text(layout::success(output), storage::scrub(j.dump(2)) + "\n");
+}
 }  // namespace
 
 void run_validate(const std::string& output) { validate_or_throw(storage::open(output)); }
@@ -102,19 +116,93 @@ void run_all(const FeaturizeArgs& f, PcaArgs p) {
   t = Clock::now();
   run_report(f.output);
   const double t_report = secs(t);
-  const std::time_t now = std::time(nullptr);
-  char when[32];
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  nlohmann::json j = {
-      {"finished_at", when},
-      {"counts", {{"inputs", counts.inputs}, {"embedded", counts.embedded}, {"errors", counts.errors}, {"k", counts.k}}},
+  write_success(output, counts, {
       {"timings_s", {{"featurize", t_featurize}, {"pca", t_pca}, {"validate", t_validate}, {"report", t_report}, {"total", secs(t0)}}},
-      {"versions", versions()},
       {"options", {{"input", storage::redact(f.input)}, {"glob", f.glob}, {"batch", f.batch}, {"threads", f.threads},
                    {"limit", f.limit}, {"shard_size", f.shard_size}, {"model", storage::redact(f.model)},
-                   {"variance", p.variance}, {"k", p.k}, {"center", p.center}}}};
-  storage::write_text(layout::success(output), j.dump(2) + "\n");
+                   {"variance", p.variance}, {"k", p.k}, {"center", p.center}}}});
   std::fprintf(stderr, "run: done in %.1fs: %s\n", secs(t0), output.display().c_str());
+}
+
+void run_plan(const FeaturizeArgs& a) {
+  const auto input = storage::open(a.input);
+  const auto output = storage::open(a.output);
+  remove_success(output);
+  const auto m = dataset::plan(input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size});
+  nlohmann::json finished = nlohmann::json::array();
+  for (int s : pca::feature_shards(output))
+    if (s < m.num_shards()) finished.push_back(s);
+  std::fprintf(stderr, "plan: %zu images in %d shards (%zu finished) from %s\n", m.items.size(), m.num_shards(),
+               finished.size(), m.options.input.c_str());
+  nlohmann::json j = {{"images", m.items.size()}, {"shards", m.num_shards()}, {"finished", finished},
+                      {"input", m.options.input}, {"output", storage::redact(output.uri())}};
+  std::printf("%s\n", j.dump().c_str());
+}
+
+void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  const auto output = storage::open(a.output);
+  const auto manifest = dataset::load_manifest(output);
+  const auto input = storage::open(manifest.options.input);
+  const auto list = dataset::parse_shard_list(shards, manifest.num_shards());
+  const std::string model_pt = model::resolve(a.model);
+  const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, a.io_depth, !a.quiet}, list);
+  const double total = std::chrono::duration<double>(Clock::now() - t0).count();
+  nlohmann::json j = {{"shards", list}, {"images", s.images}, {"embedded", s.embedded}, {"errors", s.failed},
+                      {"skipped", s.shards_skipped}, {"featurize_seconds", s.seconds},
+                      {"model_seconds", s.model_seconds}, {"process_seconds", total}};
+  std::printf("%s\n", j.dump().c_str());
+}
+
+void run_moments(const std::string& output_uri, const std::string& shards, const std::string& out, int threads) {
+  const auto output = storage::open(output_uri);
+  const auto available = pca::feature_shards(output);
+  const int n = available.empty() ? 0 : available.back() + 1;
+  const auto list = dataset::parse_shard_list(shards, n);
+  for (int s : list)
+    if (!std::binary_search(available.begin(), available.end(), s))
+      throw Error(layout::feature_part(output, s).display() + " is missing; featurize that shard first");
+  const auto m = pca::part_moments(output, list, threads);
+  pca::write_moments(storage::open(out), m);
+  std::printf("%s\n", nlohmann::json({{"shards", list}, {"rows", m.count}, {"file", storage::redact(out)}}).dump().c_str());
+}
+
+void run_fit(const PcaArgs& a, const std::vector<std::string>& moments) {
+  const auto output = storage::open(a.output);
+  remove_success(output);
+  pca::Moments all;
+  for (const auto& f : moments) all.merge(pca::read_moments(storage::open(f)));
+  pca::JobSummary s;
+  pca::fit_and_save(output, all, {a.variance, a.k, a.center, "", 0}, s);
+  std::fprintf(stderr, "fit: %lld rows, k = %d (%.2f%% of the variance)\n", static_cast<long long>(s.rows), s.k,
+               100 * s.cumulative);
+  std::printf("%s\n", nlohmann::json({{"rows", s.rows}, {"k", s.k}, {"cumulative_explained_variance", s.cumulative}})
+                          .dump().c_str());
+}
+
+void run_project(const std::string& output_uri, const std::string& shards, int threads) {
+  const auto output = storage::open(output_uri);
+  const auto model = pca::read_model(layout::pca_model(output));
+  const auto available = pca::feature_shards(output);
+  const auto list = dataset::parse_shard_list(shards, available.empty() ? 0 : available.back() + 1);
+  pca::project_parts(output, model, list, threads);
+  std::printf("%s\n", nlohmann::json({{"shards", list}, {"k", model.k}}).dump().c_str());
+}
+
+void run_commit(const std::string& output_uri, const std::string& info) {
+  const auto output = storage::open(output_uri);
+  nlohmann::json extra = nlohmann::json::object();
+  if (!info.empty()) {
+    try {
+      extra = nlohmann::json::parse(info);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string("--info is not a JSON object: ") + e.what());
+    }
+    if (!extra.is_object()) throw Error("--info must be a JSON object, e.g. '{\"timings_s\": {...}}'");
+  }
+  write_success(output, validate_or_throw(output), extra);
+  std::fprintf(stderr, "commit: %s\n", layout::success(output).display().c_str());
 }
 
 void run_prepare_model(const std::string& weights, const std::string& out) {

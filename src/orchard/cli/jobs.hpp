@@ -2,6 +2,7 @@
 // The subcommands' work, callable from main() and from tests.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "orchard/dataset/manifest.hpp"
 #include "orchard/featurize/featurize.hpp"
@@ -41,6 +42,30 @@ void run_report(const std::string& output);
 
 // `orchard run`: featurize, pca, validate, report, then OUTPUT/_SUCCESS (written last).
 void run_all(const FeaturizeArgs& f, PcaArgs p);
+
+// The steps of a distributed run (spark/orchard_spark.py), each the same stage code as `run`.
+// Each prints one JSON object on stdout for the driver.
+
+// `orchard plan`: lists INPUT and writes OUTPUT/_manifest.parquet (or checks the one there);
+// prints {"images", "shards", "finished": [shards whose features part exists], "input"}.
+void run_plan(const FeaturizeArgs& a);
+
+// `orchard featurize-shards OUTPUT --shards LIST`: featurizes those shards of the manifest in this
+// process (the model loaded once), skipping finished ones; prints the counts and timings.
+void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards);
+
+// `orchard moments OUTPUT --shards LIST --out FILE`: PCA moments of those features parts.
+void run_moments(const std::string& output, const std::string& shards, const std::string& out, int threads);
+
+// `orchard fit OUTPUT --moments FILE...`: merges the moments files, fits, writes OUTPUT/pca/.
+void run_fit(const PcaArgs& a, const std::vector<std::string>& moments);
+
+// `orchard project OUTPUT --shards LIST`: projects those features parts with OUTPUT/pca/model.parquet.
+void run_project(const std::string& output, const std::string& shards, int threads);
+
+// `orchard commit OUTPUT [--info JSON]`: validates OUTPUT and writes _SUCCESS last (info's keys,
+// such as timings and options, merged into it).
+void run_commit(const std::string& output, const std::string& info);
 
 // `orchard prepare-model`: builds, caches and makes default; prints the model path.
 void run_prepare_model(const std::string& weights, const std::string& out);

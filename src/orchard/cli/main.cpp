@@ -3,9 +3,11 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "orchard/cli/jobs.hpp"
 #include "orchard/error.hpp"
+#include "orchard/model/shape.hpp"
 #include "orchard/storage/storage.hpp"
 
 int main(int argc, char** argv) {
@@ -48,7 +50,7 @@ int main(int argc, char** argv) {
   auto add_pca_options = [&](CLI::App* c) {
     auto* var = c->add_option("--variance", pa.variance, "keep the fewest components explaining this share of the variance")
                     ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-    c->add_option("--k", pa.k, "keep exactly K components (instead of --variance)")->check(CLI::Range(1, 1280))->excludes(var);
+    c->add_option("--k", pa.k, "keep exactly K components (instead of --variance)")->check(CLI::Range(1, orchard::model::kEmbeddingDim))->excludes(var);
     c->add_flag("--center", pa.center, "mean-centred scores (default: MLlib's PCAModel.transform, no centring)");
     c->add_option("--csv", pa.csv, "also write path,label,pca_1..pca_k to this CSV file or s3:// object (the notebooks' last cell)");
   };
@@ -70,6 +72,54 @@ int main(int argc, char** argv) {
   add_featurize_options(run);
   add_pca_options(run);
   run->callback([&] { run_all(fa, pa); });
+
+  // The steps of a distributed run (spark/orchard_spark.py): the same stage code as `run`, each
+  // printing one JSON line on stdout. They share these variables.
+  std::string shards, step_out, info;
+  std::vector<std::string> moments;
+  int step_threads = 0;
+  auto* plan = app.add_subcommand("plan", "step: list INPUT, write OUTPUT/_manifest.parquet, print the shard count (JSON)");
+  plan->add_option("INPUT", fa.input, "folder or s3://bucket/prefix of images")->required();
+  plan->add_option("OUTPUT", fa.output, "output folder or s3://bucket/prefix")->required();
+  plan->add_option("--glob", fa.glob, "file-name pattern, as Spark's pathGlobFilter")->capture_default_str();
+  plan->add_option("--limit", fa.limit, "only the first N files in path order (0 = all)")->capture_default_str();
+  plan->add_option("--shard-size", fa.shard_size, "images per output part")->capture_default_str()->check(CLI::Range(1, 20000));
+  plan->callback([&] { run_plan(fa); });
+
+  auto* fshards = app.add_subcommand(
+      "featurize-shards", "step: featurize some shards of a planned OUTPUT in this process (the model loaded once)");
+  fshards->add_option("OUTPUT", fa.output, "an OUTPUT that `orchard plan` made")->required();
+  fshards->add_option("--shards", shards, "shard numbers, e.g. 0,3,5-7")->required();
+  fshards->add_option("--model", fa.model, "as for featurize");
+  fshards->add_option("--batch", fa.batch, "images per forward pass")->capture_default_str()->check(CLI::Range(1, 1024));
+  fshards->add_option("--threads", fa.threads, "worker threads (0 = one per core; Spark: spark.task.cpus)")->capture_default_str()->check(CLI::Range(0, 256));
+  fshards->add_option("--io-depth", fa.io_depth, "image reads in flight (0 = 32 on S3, 4 on a local disk)")->capture_default_str()->check(CLI::Range(0, 512));
+  fshards->add_flag("--quiet", fa.quiet, "no progress line");
+  fshards->callback([&] { run_featurize_shards(fa, shards); });
+
+  auto* mom = app.add_subcommand("moments", "step: PCA moments (count, sum, packed Gram) of some features parts");
+  mom->add_option("OUTPUT", target, "an OUTPUT with features/")->required();
+  mom->add_option("--shards", shards, "part numbers, e.g. 0-9")->required();
+  mom->add_option("--out", step_out, "the moments file to write (Parquet; local or s3://)")->required();
+  mom->add_option("--threads", step_threads, "parts read at once (0 = one per core)")->capture_default_str();
+  mom->callback([&] { run_moments(target, shards, step_out, step_threads); });
+
+  auto* fit = app.add_subcommand("fit", "step: merge moments files, fit PCA, write OUTPUT/pca/");
+  fit->add_option("OUTPUT", pa.output, "an OUTPUT with features/")->required();
+  fit->add_option("--moments", moments, "moments files from `orchard moments` (merged)")->required();
+  add_pca_options(fit);
+  fit->callback([&] { run_fit(pa, moments); });
+
+  auto* proj = app.add_subcommand("project", "step: project some features parts with OUTPUT/pca/model.parquet");
+  proj->add_option("OUTPUT", target, "an OUTPUT with features/ and pca/")->required();
+  proj->add_option("--shards", shards, "part numbers, e.g. 0-9")->required();
+  proj->add_option("--threads", step_threads, "parts projected at once (0 = one per core)")->capture_default_str();
+  proj->callback([&] { run_project(target, shards, step_threads); });
+
+  auto* commit = app.add_subcommand("commit", "step: validate OUTPUT and write _SUCCESS last");
+  commit->add_option("OUTPUT", target)->required();
+  commit->add_option("--info", info, "a JSON object whose keys (timings, options) go into _SUCCESS");
+  commit->callback([&] { run_commit(target, info); });
 
   std::string weights, out;
   auto* prepare = app.add_subcommand(

@@ -274,6 +274,7 @@ Summary run(const dataset::Manifest& manifest, const storage::Location& input, c
   auto t0 = Clock::now();
   if (!todo.empty()) {
     Featurizer featurizer(model_pt, options);
+    sum.model_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     t0 = Clock::now();  // images/s counts the images, not the model's loading
     Progress progress;
     ProgressLine line(progress, todo_images, options.progress && isatty(STDERR_FILENO));

@@ -27,7 +27,8 @@ struct Summary {
   std::int64_t embedded = 0;      // rows written to features/ by this invocation
   std::int64_t failed = 0;        // rows written to errors/ by this invocation
   int shards = 0, shards_skipped = 0;  // skipped: already finished by an earlier run
-  double seconds = 0;
+  double seconds = 0;              // featurizing, after the model was loaded
+  double model_seconds = 0;       // loading (and optimizing) the model
   double images_per_s = 0;        // over the shards this invocation processed
 };
 

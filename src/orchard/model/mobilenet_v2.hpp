@@ -3,12 +3,11 @@
 // BatchNorm folded into the convolutions, TF "same" padding reproduced, frozen for inference.
 #include <torch/script.h>
 
+#include "orchard/model/shape.hpp"
 #include "orchard/model/weights.hpp"
 
 namespace orchard::model {
 
-inline constexpr int kEmbeddingDim = 1280;
-inline constexpr int kInputSize = 224;
 // Bumped whenever build_mobilenet_v2 emits a different graph, so cached models are rebuilt.
 inline constexpr int kGraphVersion = 2;
 

@@ -13,6 +13,7 @@
 
 #include "orchard/error.hpp"
 #include "orchard/threads.hpp"
+#include "orchard/model/shape.hpp"
 #include "orchard/pca/pca.hpp"
 #include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
@@ -20,7 +21,7 @@
 namespace orchard::pca {
 namespace {
 using Clock = std::chrono::steady_clock;
-constexpr int kDim = 1280;
+constexpr int kDim = model::kEmbeddingDim;
 constexpr std::int64_t kBatchRows = 4096;  // rows in memory per thread (~20 MB of features)
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -85,6 +86,18 @@ std::shared_ptr<arrow::Array> one_list(const std::shared_ptr<arrow::Array>& valu
   return storage::value_or_throw(arrow::ListArray::FromArrays(*offs, *values), "pca model");
 }
 
+// The values of row 0 of a list<double> column.
+std::vector<double> first_list(const arrow::Table& t, const std::string& name, const std::string& file) {
+  const auto col = table::checked_column(t, name, *arrow::list(arrow::float64()), file);
+  const auto& lists = static_cast<const arrow::ListArray&>(*col);
+  if (lists.length() < 1 || lists.IsNull(0)) throw Error(file + ": column '" + name + "' is empty");
+  const auto& v = static_cast<const arrow::DoubleArray&>(*lists.values());
+  const auto off = lists.value_offset(0);
+  return {v.raw_values() + off, v.raw_values() + off + lists.value_length(0)};
+}
+
+const char* kCentred = "centred: components . (x - mean)";
+
 void write_model(const storage::Location& file, const Fit& f, int k, bool center) {
   std::vector<std::int32_t> comp_offsets;
   for (int i = 0; i <= k; ++i) comp_offsets.push_back(i * f.dim);
@@ -102,7 +115,7 @@ void write_model(const storage::Location& file, const Fit& f, int k, bool center
        arrow::field("eigenvalues", arrow::list(arrow::float64())),
        arrow::field("explained_variance_ratio", arrow::list(arrow::float64()))},
       arrow::key_value_metadata({"projection", "rows"},
-                                {center ? "centred: components . (x - mean)"
+                                {center ? kCentred
                                         : "mllib: components . x (no centring, as PCAModel.transform)",
                                  std::to_string(f.count)}));
   auto table = arrow::Table::Make(
@@ -113,87 +126,181 @@ void write_model(const storage::Location& file, const Fit& f, int k, bool center
 }
 }  // namespace
 
+double SavedModel::cumulative() const {
+  double c = 0;
+  for (int i = 0; i < k && i < static_cast<int>(explained_ratio.size()); ++i) c += explained_ratio[i];
+  return c;
+}
+
 SavedModel read_model(const storage::Location& file) {
+  const std::string name = file.display();
   auto t = table::read_table(file);
-  if (t->num_rows() != 1) throw Error(file.display() + ": expected one row, found " + std::to_string(t->num_rows()));
+  if (t->num_rows() != 1) throw Error(name + ": expected one row, found " + std::to_string(t->num_rows()));
   SavedModel m;
-  m.k = std::static_pointer_cast<arrow::Int32Array>(table::checked_column(*t, "k", *arrow::int32(), file.display()))->Value(0);
-  auto comps = table::checked_column(*t, "components", *arrow::list(arrow::list(arrow::float64())), file.display());
-  m.components = static_cast<const arrow::ListArray&>(*comps).value_length(0);
-  auto ratios = table::checked_column(*t, "explained_variance_ratio", *arrow::list(arrow::float64()), file.display());
-  const auto& lists = static_cast<const arrow::ListArray&>(*ratios);
-  const auto& v = static_cast<const arrow::DoubleArray&>(*lists.values());
-  for (std::int64_t i = 0; i < lists.value_length(0); ++i) m.explained_ratio.push_back(v.Value(lists.value_offset(0) + i));
+  m.k = std::static_pointer_cast<arrow::Int32Array>(table::checked_column(*t, "k", *arrow::int32(), name))->Value(0);
+  m.mean = first_list(*t, "mean", name);
+  m.dim = static_cast<int>(m.mean.size());
+  m.explained_ratio = first_list(*t, "explained_variance_ratio", name);
+  const auto comps = table::checked_column(*t, "components", *arrow::list(arrow::list(arrow::float64())), name);
+  const auto& outer = static_cast<const arrow::ListArray&>(*comps);
+  const auto& rows = static_cast<const arrow::ListArray&>(*outer.values());
+  const auto& v = static_cast<const arrow::DoubleArray&>(*rows.values());
+  for (std::int64_t r = outer.value_offset(0); r < outer.value_offset(0) + outer.value_length(0); ++r) {
+    if (rows.value_length(r) != m.dim)
+      throw Error(name + ": component " + std::to_string(r) + " has " + std::to_string(rows.value_length(r)) +
+                  " values, the mean has " + std::to_string(m.dim) + "; rerun `orchard pca`");
+    m.components.insert(m.components.end(), v.raw_values() + rows.value_offset(r),
+                        v.raw_values() + rows.value_offset(r) + m.dim);
+  }
+  if (const auto meta = t->schema()->metadata()) {
+    if (auto p = meta->Get("projection"); p.ok()) m.center = *p == kCentred;
+    if (auto r = meta->Get("rows"); r.ok()) m.rows = std::atoll(r->c_str());
+  }
   return m;
 }
 
-JobSummary run_job(const storage::Location& output, const JobOptions& o) {
-  const auto parts = table::list_parts(layout::features_dir(output));
-  if (parts.empty())
-    throw Error(layout::features_dir(output).path + ": no part files; run `orchard featurize INPUT " + output.display() + "` first");
-  const int threads = resolve_threads(o.threads);
+std::vector<int> feature_shards(const storage::Location& output) {
+  std::vector<int> out;
+  for (const auto& part : table::list_parts(layout::features_dir(output)))
+    out.push_back(*layout::parse_part(part.path.substr(part.path.rfind('/') + 1)));
+  return out;
+}
+
+Moments part_moments(const storage::Location& output, const std::vector<int>& shards, int threads_option) {
+  const int threads = resolve_threads(threads_option);
   // Parallelism comes from the part threads; a multithreaded BLAS under them would oversubscribe.
   openblas_set_num_threads(1);
-  JobSummary s;
-  auto t0 = Clock::now();
   std::vector<Moments> partial(threads, Moments(kDim));
-  parallel_parts(parts.size(), threads, [&](std::size_t i, int t) {
-    table::for_each_batch(parts[i], "features", kDim, kBatchRows, [&](const table::VectorRows& rows) {
-      partial[t].add_rows(rows.values.data(), static_cast<std::int64_t>(rows.size()));
-    });
+  parallel_parts(shards.size(), threads, [&](std::size_t i, int t) {
+    table::for_each_batch(layout::feature_part(output, shards[i]), "features", kDim, kBatchRows,
+                          [&](const table::VectorRows& rows) {
+                            partial[t].add_rows(rows.values.data(), static_cast<std::int64_t>(rows.size()));
+                          });
   });
   Moments all(kDim);
   for (const auto& p : partial) all.merge(p);
-  const Fit f = fit(all);
+  return all;
+}
+
+void write_moments(const storage::Location& file, const Moments& m) {
+  arrow::Int32Builder dim;
+  arrow::Int64Builder count;
+  storage::check(dim.Append(m.dim), "moments");
+  storage::check(count.Append(m.count), "moments");
+  const auto packed = m.packed_gram();
+  auto schema = arrow::schema({arrow::field("dim", arrow::int32(), false), arrow::field("count", arrow::int64(), false),
+                               arrow::field("sum", arrow::list(arrow::float64()), false),
+                               arrow::field("gram_upper", arrow::list(arrow::float64()), false)},
+                              arrow::key_value_metadata({"gram"}, {"centred scatter sum, upper triangle row by row"}));
+  auto table = arrow::Table::Make(schema, {storage::value_or_throw(dim.Finish(), "moments"),
+                                           storage::value_or_throw(count.Finish(), "moments"),
+                                           one_list(doubles(m.sum.data(), m.sum.size())),
+                                           one_list(doubles(packed.data(), packed.size()))});
+  table::write_table(file, *table);
+}
+
+Moments read_moments(const storage::Location& file) {
+  const std::string name = file.display();
+  auto t = table::read_table(file);
+  const auto dims = std::static_pointer_cast<arrow::Int32Array>(table::checked_column(*t, "dim", *arrow::int32(), name));
+  const auto counts = std::static_pointer_cast<arrow::Int64Array>(table::checked_column(*t, "count", *arrow::int64(), name));
+  const auto sums = table::checked_column(*t, "sum", *arrow::list(arrow::float64()), name);
+  const auto grams = table::checked_column(*t, "gram_upper", *arrow::list(arrow::float64()), name);
+  auto values = [](const std::shared_ptr<arrow::Array>& a, std::int64_t r) {
+    const auto& l = static_cast<const arrow::ListArray&>(*a);
+    const auto& v = static_cast<const arrow::DoubleArray&>(*l.values());
+    return std::vector<double>(v.raw_values() + l.value_offset(r), v.raw_values() + l.value_offset(r) + l.value_length(r));
+  };
+  Moments all;
+  for (std::int64_t r = 0; r < t->num_rows(); ++r) {
+    try {
+      all.merge(Moments::from_packed(dims->Value(r), counts->Value(r), values(sums, r), values(grams, r)));
+    } catch (const Error& e) {
+      throw Error(name + ": row " + std::to_string(r) + ": " + e.what());
+    }
+  }
+  if (all.dim == 0) all = Moments(kDim);
+  return all;
+}
+
+SavedModel fit_and_save(const storage::Location& output, const Moments& m, const JobOptions& o, JobSummary& s) {
+  const Fit f = fit(m);
   s.rows = f.count;
   if (o.k > 0) {
-    if (o.k > kDim) throw Error("--k " + std::to_string(o.k) + " is larger than the " + std::to_string(kDim) + " features");
+    if (o.k > f.dim) throw Error("--k " + std::to_string(o.k) + " is larger than the " + std::to_string(f.dim) + " features");
     s.k = o.k;
   } else {
     if (!(o.variance > 0 && o.variance <= 1)) throw Error("--variance must be in (0, 1], e.g. 0.90");
     s.k = choose_k(f, o.variance);
   }
-  for (int i = 0; i < s.k; ++i) s.cumulative += f.explained_ratio[i];
-  const auto pca_dir = output.child("pca");
-  storage::make_dirs(pca_dir);
-  write_explained_variance(pca_dir.child("explained_variance.csv"), f);
-  write_model(pca_dir.child("model.parquet"), f, s.k, o.center);
-  s.fit_seconds = since(t0);
+  storage::make_dirs(layout::pca_dir(output));
+  write_explained_variance(layout::explained_variance(output), f);
+  write_model(layout::pca_model(output), f, s.k, o.center);
+  // Parts projected by an earlier fit no longer match this model.
+  for (const auto& old : table::list_parts(layout::pca_features_dir(output))) storage::remove(old);
+  SavedModel saved{s.k, f.dim, f.count, o.center, f.mean,
+                   {f.components.begin(), f.components.begin() + static_cast<std::ptrdiff_t>(s.k) * f.dim},
+                   f.explained_ratio};
+  s.cumulative = saved.cumulative();
+  return saved;
+}
 
-  t0 = Clock::now();
+void project_parts(const storage::Location& output, const SavedModel& model, const std::vector<int>& shards,
+                   int threads_option, std::vector<std::string>* csv_rows) {
+  const int threads = resolve_threads(threads_option);
+  openblas_set_num_threads(1);
+  Fit f;  // the first k components are all a projection reads
+  f.dim = model.dim;
+  f.mean = model.mean;
+  f.components = model.components;
+  const int k = model.k;
   const auto out_dir = layout::pca_features_dir(output);
   storage::make_dirs(out_dir);
-  for (const auto& old : table::list_parts(out_dir))  // parts of an earlier run with other shards
-    storage::remove(old);
-  std::vector<std::string> csv_chunks(parts.size());
-  parallel_parts(parts.size(), threads, [&](std::size_t i, int) {
-    const auto name = parts[i].path.substr(parts[i].path.rfind('/') + 1);
+  std::vector<std::string> csv_chunks(shards.size());
+  parallel_parts(shards.size(), threads, [&](std::size_t i, int) {
     std::ostringstream csv;
-    table::write_vectors_streamed(out_dir.child(name), "pca", [&](const table::EmitFn& emit) {
+    table::write_vectors_streamed(layout::pca_part(output, shards[i]), "pca", [&](const table::EmitFn& emit) {
       table::VectorRows out;
-      table::for_each_batch(parts[i], "features", kDim, kBatchRows, [&](const table::VectorRows& rows) {
-        out.dim = s.k;
+      table::for_each_batch(layout::feature_part(output, shards[i]), "features", model.dim, kBatchRows,
+                            [&](const table::VectorRows& rows) {
+        out.dim = k;
         out.paths = rows.paths;
         out.labels = rows.labels;
-        out.values.resize(rows.size() * s.k);
-        project(f, s.k, rows.values.data(), static_cast<std::int64_t>(rows.size()), o.center, out.values.data());
+        out.values.resize(rows.size() * k);
+        project(f, k, rows.values.data(), static_cast<std::int64_t>(rows.size()), model.center, out.values.data());
         emit(out);
-        if (!o.csv.empty())
+        if (csv_rows)
           for (std::size_t r = 0; r < out.size(); ++r) {
             csv << csv_quote(out.paths[r]) << ',' << csv_quote(out.labels[r]);
-            for (int j = 0; j < s.k; ++j) csv << ',' << out.values[r * s.k + j];
+            for (int j = 0; j < k; ++j) csv << ',' << out.values[r * k + j];
             csv << '\n';
           }
       });
     });
-    if (!o.csv.empty()) csv_chunks[i] = csv.str();
+    if (csv_rows) csv_chunks[i] = csv.str();
   });
+  if (csv_rows)
+    for (auto& c : csv_chunks) csv_rows->push_back(std::move(c));
+}
+
+JobSummary run_job(const storage::Location& output, const JobOptions& o) {
+  const auto shards = feature_shards(output);
+  if (shards.empty())
+    throw Error(layout::features_dir(output).display() + ": no part files; run `orchard featurize INPUT " +
+                output.display() + "` first");
+  JobSummary s;
+  auto t0 = Clock::now();
+  const auto model = fit_and_save(output, part_moments(output, shards, o.threads), o, s);
+  s.fit_seconds = since(t0);
+  t0 = Clock::now();
+  std::vector<std::string> csv_rows;
+  project_parts(output, model, shards, o.threads, o.csv.empty() ? nullptr : &csv_rows);
   if (!o.csv.empty()) {
     std::ostringstream os;
     os << "path,label";
     for (int j = 1; j <= s.k; ++j) os << ",pca_" << j;
     os << '\n';
-    for (const auto& c : csv_chunks) os << c;
+    for (const auto& c : csv_rows) os << c;
     storage::write_text(storage::open(o.csv), os.str());
   }
   s.transform_seconds = since(t0);

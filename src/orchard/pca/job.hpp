@@ -1,9 +1,12 @@
 #pragma once
-// `orchard pca`: moments over OUTPUT/features parts, the fit, and the files it writes.
+// PCA over OUTPUT in three steps that `orchard pca` runs in process and a distributed run spreads
+// over tasks: moments of some features parts -> fit of the merged moments (on one machine) ->
+// projection of some parts with the saved model.
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "orchard/pca/pca.hpp"
 #include "orchard/storage/storage.hpp"
 
 namespace orchard::pca {
@@ -12,7 +15,7 @@ struct JobOptions {
   double variance = 0.90;  // used when k == 0
   int k = 0;               // fixed number of components (overrides variance)
   bool center = false;     // mean-centred scores instead of MLlib's uncentred projection
-  std::string csv;         // also write path,label,pca_1..pca_k to this CSV file
+  std::string csv;         // also write path,label,pca_1..pca_k to this CSV file (in-process run only)
   int threads = 0;         // parts read in parallel; 0 = all cores
 };
 
@@ -23,18 +26,43 @@ struct JobSummary {
   double fit_seconds = 0, transform_seconds = 0;
 };
 
-// What OUTPUT/pca/model.parquet says, as validate and report need it.
+// What OUTPUT/pca/model.parquet holds: everything a projection needs.
 struct SavedModel {
   int k = 0;
-  int components = 0;                   // rows of the components matrix (should equal k)
-  std::vector<double> explained_ratio;  // all components
+  int dim = 0;
+  std::int64_t rows = 0;                // rows the fit saw
+  bool center = false;                  // projection of x - mean instead of x (MLlib)
+  std::vector<double> mean;             // dim
+  std::vector<double> components;       // k x dim, row i = component i
+  std::vector<double> explained_ratio;  // all dim components
+  double cumulative() const;            // explained by the first k
 };
 
 // Reads pca/model.parquet. Throws orchard::Error naming the file when it is malformed.
 SavedModel read_model(const storage::Location& file);
 
-// Fits PCA on OUTPUT/features and writes pca/explained_variance.csv, pca/model.parquet and
-// pca_features/part-*.parquet (one per features part). Throws orchard::Error naming the problem.
+// The shard numbers of OUTPUT's features parts, sorted.
+std::vector<int> feature_shards(const storage::Location& output);
+
+// Moments (count, sum, centred Gram in double) of the features parts of these shards, read on
+// `threads` threads (0 = all cores). Throws orchard::Error naming a missing or malformed part.
+Moments part_moments(const storage::Location& output, const std::vector<int>& shards, int threads);
+
+// A moments file: one Parquet row per set (dim, count, sum, packed upper Gram), as small as the
+// statistics allow (6.6 MB at 1280 dimensions); read_moments merges every row it holds.
+void write_moments(const storage::Location& file, const Moments& m);
+Moments read_moments(const storage::Location& file);
+
+// Fits merged moments and writes pca/explained_variance.csv and pca/model.parquet (removing the
+// pca_features/ parts of an earlier fit). Returns the model it saved; fills s.rows, s.k, s.cumulative.
+SavedModel fit_and_save(const storage::Location& output, const Moments& m, const JobOptions& o, JobSummary& s);
+
+// Projects the features parts of these shards into pca_features/ (one part each, published
+// atomically). When csv_rows is given, appends each part's CSV rows (path,label,pca_1..) to it.
+void project_parts(const storage::Location& output, const SavedModel& model, const std::vector<int>& shards,
+                   int threads, std::vector<std::string>* csv_rows = nullptr);
+
+// `orchard pca`: every step in this process, then the CSV when options.csv is set.
 JobSummary run_job(const storage::Location& output, const JobOptions& options);
 
 }  // namespace orchard::pca

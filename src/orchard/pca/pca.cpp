@@ -101,6 +101,31 @@ void Moments::merge(const Moments& other) {
   count += other.count;
 }
 
+std::vector<double> Moments::packed_gram() const {
+  std::vector<double> out;
+  out.reserve(static_cast<std::size_t>(dim) * (dim + 1) / 2);
+  for (int i = 0; i < dim; ++i)
+    for (int j = i; j < dim; ++j) out.push_back(gram[static_cast<std::size_t>(i) * dim + j]);
+  return out;
+}
+
+Moments Moments::from_packed(int dim, std::int64_t count, std::vector<double> sum, const std::vector<double>& packed) {
+  Moments m(dim);
+  if (sum.size() != static_cast<std::size_t>(dim) || packed.size() != static_cast<std::size_t>(dim) * (dim + 1) / 2)
+    throw Error("pca: moments of dimension " + std::to_string(dim) + " need " + std::to_string(dim) + " sums and " +
+                std::to_string(static_cast<std::size_t>(dim) * (dim + 1) / 2) + " packed values, got " +
+                std::to_string(sum.size()) + " and " + std::to_string(packed.size()));
+  m.count = count;
+  m.sum = std::move(sum);
+  std::size_t p = 0;
+  for (int i = 0; i < dim; ++i)
+    for (int j = i; j < dim; ++j) {
+      m.gram[static_cast<std::size_t>(i) * dim + j] = packed[p];
+      m.gram[static_cast<std::size_t>(j) * dim + i] = packed[p++];
+    }
+  return m;
+}
+
 Fit fit(const Moments& m) {
   if (m.count < 2)
     throw Error("pca: need at least 2 feature rows to fit PCA, got " + std::to_string(m.count) +

@@ -17,6 +17,10 @@ struct Moments {
   void add_rows(const float* rows, std::int64_t n);
   // Adds another set's statistics (same dim).
   void merge(const Moments& other);
+  // The upper triangle of gram, row by row (i <= j): dim (dim + 1) / 2 values, what travels.
+  std::vector<double> packed_gram() const;
+  // Moments from count, sum and packed_gram() values. Throws orchard::Error when sizes disagree.
+  static Moments from_packed(int dim, std::int64_t count, std::vector<double> sum, const std::vector<double>& packed);
 };
 
 // A fitted PCA: all dim components, eigenvalues descending.

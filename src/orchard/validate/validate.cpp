@@ -10,6 +10,7 @@
 
 #include "orchard/dataset/manifest.hpp"
 #include "orchard/error.hpp"
+#include "orchard/model/shape.hpp"
 #include "orchard/pca/job.hpp"
 #include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
@@ -17,7 +18,7 @@
 namespace orchard::validate {
 namespace {
 
-constexpr int kDim = 1280;
+constexpr int kDim = model::kEmbeddingDim;
 constexpr std::int64_t kBatchRows = 4096;  // rows held at once while reading a part
 
 struct Checker {
@@ -134,8 +135,10 @@ struct Checker {
     guarded([&] {
       const auto m = pca::read_model(model_file);
       r.counts.k = m.k;
-      if (m.components != m.k)
-        problem(model_file.display() + ": " + std::to_string(m.components) + " components but k = " + std::to_string(m.k));
+      const auto n = m.dim > 0 ? m.components.size() / m.dim : 0;
+      if (static_cast<int>(n) != m.k || m.dim != kDim)
+        problem(model_file.display() + ": " + std::to_string(n) + " components of " + std::to_string(m.dim) +
+                " values but k = " + std::to_string(m.k) + " and features have " + std::to_string(kDim));
     });
     const auto csv = layout::explained_variance(out);
     guarded([&] {

@@ -1,0 +1,304 @@
+"""Orchard on Spark: the notebooks' job (images -> MobileNetV2 features -> PCA, Parquet) with Spark
+scheduling native Orchard workers, as img2dataset's distributors do.
+
+    spark-submit [spark options] spark/orchard_spark.py run INPUT OUTPUT [--model M] [--glob G]
+        [--shard-size N] [--variance F | --k K] [--center] [--orchard PATH]
+
+or, from a notebook:  from orchard_spark import run; run(spark, INPUT, OUTPUT, model=...)
+
+The driver only schedules and collects: `orchard plan` writes the manifest; the unfinished shards
+are grouped into tasks (a few per core), each task runs one `orchard featurize-shards` process
+(the model loaded once per process, spark.task.cpus threads); moments of the features parts come
+back from tasks and are tree-reduced; `orchard fit` runs on the driver; `orchard project` runs as
+tasks; then the driver writes the report and `orchard commit` validates and writes _SUCCESS last.
+Every task output is deterministic and published atomically, so Spark's retries and speculative
+copies are safe, and a stopped job resumes on the same OUTPUT. INPUT and OUTPUT are local paths
+(visible to every executor) or s3:// URIs; S3 is configured by the AWS environment of the driver
+and executors (instance role, AWS_REGION, AWS_ENDPOINT_URL_S3).
+
+The worker binary: --orchard PATH, else the bundle shipped with `--archives BUNDLE#orchard`
+(./orchard/bin/orchard), else `orchard` on PATH. Executors need numpy and pyarrow (as the
+notebooks' pandas UDF did).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ARCHIVE_NAME = "orchard"  # the #name given to --archives
+TASKS_PER_CORE = 3        # shards are grouped so that each core gets a few tasks (balance, retries)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker binary and how a task calls it (these run on executors as well as on the driver).
+
+def find_orchard(explicit=None):
+    """The orchard binary: explicit path, else the shipped bundle, else PATH; raises if none."""
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise RuntimeError(f"--orchard {explicit}: not an executable file")
+        return os.path.abspath(explicit)
+    roots = [os.getcwd()]
+    try:
+        from pyspark import SparkFiles
+        roots.append(SparkFiles.getRootDirectory())
+    except Exception:  # noqa: BLE001 - no SparkContext here (a plain process)
+        pass
+    for root in roots:
+        exe = os.path.join(root, ARCHIVE_NAME, "bin", "orchard")
+        if os.access(exe, os.X_OK):
+            return exe
+    exe = shutil.which("orchard")
+    if exe:
+        return exe
+    raise RuntimeError("no orchard binary: pass --orchard PATH, ship the bundle with "
+                       "--archives orchard-VERSION-linux-x86_64.tar.gz#orchard, or put orchard on PATH")
+
+
+def bundled_model(exe):
+    """The prepared model a bundle carries next to its binary (share/orchard/model.pt), or None."""
+    pt = os.path.join(os.path.dirname(os.path.dirname(exe)), "share", "orchard", "model.pt")
+    return pt if os.path.isfile(pt) else None
+
+
+def call_orchard(exe, *args):
+    """Runs orchard with args; returns its JSON stdout. Raises RuntimeError with its stderr's tail
+    when it fails or dies, so that Spark retries the task."""
+    cmd = [exe, *map(str, args)]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        how = f"was killed by signal {-p.returncode}" if p.returncode < 0 else f"exited {p.returncode}"
+        tail = "\n".join(p.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"orchard {args[0]} {how}: {tail}")
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def shard_list(shards):
+    """'0,1,2,7' for a list of shard numbers."""
+    return ",".join(str(s) for s in shards)
+
+
+def groups_of(shards, n_groups):
+    """shards cut into at most n_groups consecutive, near-equal groups (none empty)."""
+    n_groups = max(1, min(n_groups, len(shards)))
+    size, extra = divmod(len(shards), n_groups)
+    out, i = [], 0
+    for g in range(n_groups):
+        j = i + size + (1 if g < extra else 0)
+        out.append(shards[i:j])
+        i = j
+    return out
+
+
+# The per-task functions. Each is the same CLI step the in-process run uses, on a group of shards.
+
+def featurize_task(exe, output, model, threads, batch, shards):
+    args = ["featurize-shards", output, "--shards", shard_list(shards), "--threads", threads, "--quiet"]
+    if model:
+        args += ["--model", model]
+    if batch:
+        args += ["--batch", batch]
+    return call_orchard(exe, *args)
+
+
+def moments_task(exe, output, threads, shards):
+    import numpy as np
+    import pyarrow.parquet as pq
+    with tempfile.TemporaryDirectory(prefix="orchard-moments-") as tmp:
+        path = os.path.join(tmp, "moments.parquet")
+        call_orchard(exe, "moments", output, "--shards", shard_list(shards), "--out", path, "--threads", threads)
+        row = pq.read_table(path).to_pylist()[0]
+    return (row["dim"], row["count"], np.asarray(row["sum"]), np.asarray(row["gram_upper"]))
+
+
+def merge_moments(a, b):
+    """Chan, Golub & LeVeque's pairwise merge of (dim, count, sum, packed centred Gram), as
+    pca::Moments::merge does in C++."""
+    import numpy as np
+    dim, na, sa, ga = a
+    _, nb, sb, gb = b
+    if na == 0:
+        return b
+    if nb == 0:
+        return a
+    delta = sb / nb - sa / na
+    iu = np.triu_indices(dim)
+    c = na * nb / (na + nb)
+    return (dim, na + nb, sa + sb, ga + gb + c * np.outer(delta, delta)[iu])
+
+
+def write_moments(m, path):
+    """Writes merged moments in `orchard moments`' format (one Parquet row) for `orchard fit`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    dim, count, s, g = m
+    pq.write_table(pa.table({"dim": pa.array([dim], pa.int32()), "count": pa.array([count], pa.int64()),
+                             "sum": pa.array([s.tolist()], pa.list_(pa.float64())),
+                             "gram_upper": pa.array([g.tolist()], pa.list_(pa.float64()))}), path)
+
+
+def project_task(exe, output, threads, shards):
+    return call_orchard(exe, "project", output, "--shards", shard_list(shards), "--threads", threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver.
+
+class Progress:
+    """Prints 'featurize: shards done/total, images, images/s' every few seconds from an
+    accumulator the tasks add to when they finish."""
+
+    def __init__(self, sc, total_shards, every_s=5.0):
+        self.shards = sc.accumulator(0)
+        self.images = sc.accumulator(0)
+        self.total = total_shards
+        self.every_s = every_s
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def line(self):
+        s = time.monotonic() - self.t0
+        return (f"featurize: {self.shards.value}/{self.total} shards, {self.images.value} images, "
+                f"{self.images.value / s if s > 0 else 0:.1f} images/s")
+
+    def _loop(self):
+        while not self._stop.wait(self.every_s):
+            log(self.line())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        log(self.line())
+
+
+def log(msg):
+    print(f"orchard-spark: {msg}", file=sys.stderr, flush=True)
+
+
+def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, variance=0.90, k=None,
+        center=False, orchard=None, limit=0, batch=None, tasks_per_core=TASKS_PER_CORE):
+    """Runs the whole job on `spark` and returns the _SUCCESS record (a dict). Produces exactly
+    the OUTPUT of `orchard run INPUT OUTPUT`; rerunning on the same OUTPUT resumes it."""
+    sc = spark.sparkContext
+    if __name__ != "__main__":  # imported (a notebook): executors need this module for the tasks
+        try:
+            sc.addPyFile(os.path.abspath(__file__))
+        except Exception:  # noqa: BLE001 - already added by an earlier run in this session
+            pass
+    exe = find_orchard(orchard)
+    model = model or bundled_model(exe)
+    task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
+    slots = max(1, sc.defaultParallelism // task_cpus)
+    timings, t_all = {}, time.monotonic()
+
+    t = time.monotonic()
+    plan = call_orchard(exe, "plan", input, output, "--glob", glob, "--shard-size", shard_size, "--limit", limit)
+    finished = set(plan["finished"])
+    todo = [s for s in range(plan["shards"]) if s not in finished]
+    log(f"{plan['images']} images in {plan['shards']} shards, {len(finished)} already finished; "
+        f"{slots} task slots of {task_cpus} cpu(s)")
+    timings["plan"] = time.monotonic() - t
+
+    t = time.monotonic()
+    featurize_stats = []
+    if todo:
+        groups = groups_of(todo, slots * tasks_per_core)
+        with Progress(sc, len(todo)) as progress:
+            shards_acc, images_acc = progress.shards, progress.images
+
+            def featurize_group(shards):
+                stats = featurize_task(find_orchard(orchard), output, model, task_cpus, batch, shards)
+                shards_acc.add(len(shards))
+                images_acc.add(stats.get("images", 0))
+                return stats
+
+            sc.setJobDescription(f"orchard featurize: {len(todo)} shards in {len(groups)} tasks")
+            featurize_stats = sc.parallelize(groups, len(groups)).map(featurize_group).collect()
+    timings["featurize"] = time.monotonic() - t
+
+    t = time.monotonic()
+    parts = list(range(plan["shards"]))
+    groups = groups_of(parts, slots * tasks_per_core)
+    sc.setJobDescription(f"orchard pca moments: {len(parts)} parts")
+    merged = (sc.parallelize(groups, len(groups))
+              .map(lambda shards: moments_task(find_orchard(orchard), output, task_cpus, shards))
+              .treeReduce(merge_moments, depth=2))
+    with tempfile.TemporaryDirectory(prefix="orchard-fit-") as tmp:
+        path = os.path.join(tmp, "moments.parquet")
+        write_moments(merged, path)
+        fit_args = ["fit", output, "--moments", path] + (["--k", k] if k else ["--variance", variance])
+        fit = call_orchard(exe, *(fit_args + (["--center"] if center else [])))
+    log(f"pca: {fit['rows']} rows, k = {fit['k']} ({100 * fit['cumulative_explained_variance']:.2f}% of the variance)")
+    timings["pca_fit"] = time.monotonic() - t
+
+    t = time.monotonic()
+    sc.setJobDescription(f"orchard pca projection: {len(parts)} parts")
+    sc.parallelize(groups, len(groups)).map(
+        lambda shards: project_task(find_orchard(orchard), output, task_cpus, shards)).collect()
+    timings["pca_transform"] = time.monotonic() - t
+
+    t = time.monotonic()
+    call_orchard(exe, "report", output)
+    timings["report"] = time.monotonic() - t
+    timings["total"] = time.monotonic() - t_all
+    embedded = sum(s.get("embedded", 0) for s in featurize_stats)
+    errors = sum(s.get("errors", 0) for s in featurize_stats)
+    task_seconds = [s.get("process_seconds", 0) for s in featurize_stats]
+    overhead = [s.get("process_seconds", 0) - s.get("featurize_seconds", 0) for s in featurize_stats]
+    info = {"engine": {"name": "spark", "version": spark.version, "master": sc.master, "task_slots": slots,
+                       "task_cpus": task_cpus, "featurize_tasks": len(featurize_stats),
+                       "task_overhead_share": (sum(overhead) / sum(task_seconds)) if sum(task_seconds) else 0},
+            "timings_s": timings,
+            "this_run": {"embedded": embedded, "errors": errors, "shards": len(todo)},
+            "options": {"input": plan["input"], "glob": glob, "shard_size": shard_size, "limit": limit,
+                        "model": model, "variance": variance, "k": k, "center": center}}
+    call_orchard(exe, "commit", output, "--info", json.dumps(info))
+    log(f"done in {timings['total']:.1f}s: {output} ({embedded} embedded, {errors} errors this run)")
+    return info
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="orchard_spark.py",
+        description="Orchard on Spark: the same OUTPUT as `orchard run`, with shards as Spark tasks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="featurize INPUT into OUTPUT, fit and apply PCA, validate, report")
+    r.add_argument("input", metavar="INPUT", help="folder (visible to every executor) or s3://bucket/prefix")
+    r.add_argument("output", metavar="OUTPUT", help="folder or s3://bucket/prefix; a rerun resumes it")
+    r.add_argument("--model", help="weights or prepared .pt (local to every node, or s3://); "
+                                   "default: the bundle's model.pt")
+    r.add_argument("--glob", default="*.jpg", help="file-name pattern (default *.jpg)")
+    r.add_argument("--shard-size", type=int, default=1000, help="images per shard/part (default 1000)")
+    r.add_argument("--limit", type=int, default=0, help="only the first N files (default all)")
+    r.add_argument("--batch", type=int, help="images per forward pass (default: orchard's)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--variance", type=float, default=0.90, help="PCA: keep this share of variance (0.90)")
+    g.add_argument("--k", type=int, help="PCA: keep exactly K components")
+    r.add_argument("--center", action="store_true", help="PCA: mean-centred scores")
+    r.add_argument("--orchard", help="path of the orchard binary on every node")
+    r.add_argument("--tasks-per-core", type=int, default=TASKS_PER_CORE, help="featurize tasks per core (3)")
+    a = p.parse_args(argv)
+
+    from pyspark.sql import SparkSession
+    spark = SparkSession.builder.appName("orchard").getOrCreate()
+    try:
+        run(spark, a.input, a.output, model=a.model, glob=a.glob, shard_size=a.shard_size,
+            variance=a.variance, k=a.k, center=a.center, orchard=a.orchard, limit=a.limit, batch=a.batch,
+            tasks_per_core=a.tasks_per_core)
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()
