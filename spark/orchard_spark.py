@@ -292,6 +292,7 @@ def main(argv=None):
 
     from pyspark.sql import SparkSession
     spark = SparkSession.builder.appName("orchard").getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")  # the driver's own progress lines stay readable
     try:
         run(spark, a.input, a.output, model=a.model, glob=a.glob, shard_size=a.shard_size,
             variance=a.variance, k=a.k, center=a.center, orchard=a.orchard, limit=a.limit, batch=a.batch,
