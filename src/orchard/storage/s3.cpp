@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "orchard/error.hpp"
@@ -76,19 +77,24 @@ Uri parse(const std::string& uri) {
   const std::string prefix = "s3://";
   if (uri.rfind(prefix, 0) != 0) throw Error(redact(uri) + ": not an s3:// URI");
   std::string rest = uri.substr(prefix.size());
+  // The keys end where redact() says they do (a secret may hold a raw '/', as AWS secrets do).
+  std::optional<std::string> userinfo;
+  if (const std::string r = redact(uri); r.rfind(prefix + "***@", 0) == 0) {
+    const std::string after = r.substr(prefix.size() + 4);
+    userinfo = rest.substr(0, rest.size() - after.size() - 1);
+    rest = after;
+  }
   const auto slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
   std::string key = slash == std::string::npos ? "" : rest.substr(slash + 1);
   Uri u;
-  if (const auto at = authority.rfind('@'); at != std::string::npos) {
-    const std::string userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    const auto colon = userinfo.find(':');
+  if (userinfo) {
+    const auto colon = userinfo->find(':');
     if (colon == std::string::npos)
       throw Error(redact(uri) + ": keys in an s3:// URI are KEY:SECRET@bucket; better, leave them out and use "
                   "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE");
-    u.access_key = percent_decode(userinfo.substr(0, colon));
-    u.secret_key = percent_decode(userinfo.substr(colon + 1));
+    u.access_key = percent_decode(userinfo->substr(0, colon));
+    u.secret_key = percent_decode(userinfo->substr(colon + 1));
   }
   while (!key.empty() && key.back() == '/') key.pop_back();
   while (!key.empty() && key.front() == '/') key.erase(key.begin());

@@ -56,7 +56,8 @@ void check(const arrow::Status& st, const std::string& context) {
   if (st.ok()) return;
   const std::string m = st.ToString();
   const std::string what = scrub(context + ": " + m + hint(m));
-  if (contains(m, "Path does not exist") || contains(m, "No such file or directory")) throw Error::not_found(what);
+  if (contains(m, "Path does not exist") || contains(m, "No such file or directory") || contains(m, "NO_SUCH_KEY"))
+    throw Error::not_found(what);
   if (st.IsIOError()) throw Error::storage(what);
   throw Error(what);
 }
@@ -98,8 +99,15 @@ std::string redact(const std::string& uri) {
   if (sep == std::string::npos) return uri;
   const auto start = sep + 3;
   const auto slash = uri.find('/', start);
-  const auto at = uri.rfind('@', slash == std::string::npos ? std::string::npos : slash);
-  if (at == std::string::npos || at < start) return uri;
+  auto at = uri.rfind('@', slash == std::string::npos ? std::string::npos : slash);
+  if (at == std::string::npos || at < start) {
+    // KEY:SECRET@ with a raw '/' in the secret (AWS secrets often hold one): from an access key
+    // and its colon to the next '@' (neither key holds one), on one line.
+    const auto colon = uri.find(':', start);
+    if (colon == std::string::npos || colon == start || uri.find_first_of("/@ \t\n", start) < colon) return uri;
+    at = uri.find('@', colon);
+    if (at == std::string::npos || uri.find_first_of(" \t\n", colon) < at) return uri;
+  }
   return uri.substr(0, start) + "***@" + uri.substr(at + 1);
 }
 
@@ -133,6 +141,12 @@ std::vector<FileEntry> list_files(const Location& root, const std::string& glob)
   with_retries("listing " + root.display(), [&] {
     out.clear();
     auto info = value_or_throw(root.fs->GetFileInfo(root.path), root.display() + ": cannot read");
+    if (info.type() == arrow::fs::FileType::NotFound && root.object_store()) {  // S3 lists a missing bucket as empty
+      const Location bucket{root.fs, root.path.substr(0, root.path.find('/')), root.scheme};
+      if (value_or_throw(root.fs->GetFileInfo(bucket.path), bucket.display() + ": cannot read").type() ==
+          arrow::fs::FileType::NotFound)
+        throw Error(bucket.display() + ": no such bucket: create it, or fix the bucket name in INPUT");
+    }
     if (info.type() != arrow::fs::FileType::Directory)
       throw Error(root.display() + (root.object_store() ? ": no object under this prefix" : ": not a folder") +
                   "; INPUT is a folder or s3:// prefix of images (one subfolder per label)");
@@ -173,7 +187,17 @@ std::shared_ptr<arrow::Buffer> read_file(const Location& file, std::int64_t size
       in = value_or_throw(file.fs->OpenInputFile(file.path), file.display() + ": cannot open");
     }
     const auto n = size >= 0 ? size : value_or_throw(in->GetSize(), file.display() + ": cannot stat");
-    buf = value_or_throw(in->ReadAt(0, n), file.display() + ": cannot read");
+    try {
+      buf = value_or_throw(in->ReadAt(0, n), file.display() + ": cannot read");
+    } catch (const Error& e) {
+      // Without the HEAD, a GET into a buffer of the listed size can lose the store's answer (a
+      // 404 or 403 body longer than the buffer reads as "Failed to flush response stream"): ask.
+      if (size < 0 || e.is_not_found()) throw;
+      const auto info = value_or_throw(file.fs->GetFileInfo(file.path), file.display() + ": cannot read");
+      if (info.type() == arrow::fs::FileType::NotFound)
+        throw Error::not_found(file.display() + ": cannot read: it no longer exists (it was listed)");
+      throw;
+    }
     if (buf->size() != n)
       throw Error::storage(file.display() + ": read " + std::to_string(buf->size()) + " of " + std::to_string(n) +
                            " bytes (the object changed or the connection broke)");
@@ -222,7 +246,11 @@ void write_atomic(const Location& file,
       if (!file.object_store()) (void)file.fs->DeleteFile(target);
       throw;
     }
-    if (!file.object_store()) check(file.fs->Move(target, file.path), file.display() + ": cannot commit");
+    if (!file.object_store()) {
+      const auto st = file.fs->Move(target, file.path);
+      if (!st.ok()) (void)file.fs->DeleteFile(target);  // no temporary left behind either
+      check(st, file.display() + ": cannot commit");
+    }
   });
 }
 
