@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libtorch-dev libjpeg62-turbo-dev libpng-dev
   liblapacke-dev libopenblas-dev libhdf5-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
-  python3-venv python3-dev openjdk-17-jre-headless chromium
+  python3-venv python3-dev openjdk-17-jre-headless chromium patchelf
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
