@@ -79,6 +79,12 @@ def call_orchard(exe, *args):
     return json.loads(lines[-1]) if lines else {}
 
 
+def absolute(path):
+    """A local INPUT/OUTPUT made absolute: tasks run in other working directories (an
+    executor's); URIs (s3://...) as given."""
+    return path if not path or "://" in str(path) else os.path.abspath(path)
+
+
 def shard_list(shards):
     """'0,1,2,7' for a list of shard numbers."""
     return ",".join(str(s) for s in shards)
@@ -99,12 +105,17 @@ def groups_of(shards, n_groups):
 # The per-task functions. Each is the same CLI step the in-process run uses, on a group of shards.
 
 def featurize_task(exe, output, model, threads, batch, shards):
+    """Featurizes a group of shards in one orchard process; its stats plus task_seconds (the
+    process's wall time, start-up and model loading included)."""
     args = ["featurize-shards", output, "--shards", shard_list(shards), "--threads", threads, "--quiet"]
     if model:
         args += ["--model", model]
     if batch:
         args += ["--batch", batch]
-    return call_orchard(exe, *args)
+    t = time.monotonic()
+    stats = call_orchard(exe, *args)
+    stats["task_seconds"] = time.monotonic() - t
+    return stats
 
 
 def moments_task(exe, output, threads, shards):
@@ -196,6 +207,8 @@ def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, varianc
             sc.addPyFile(os.path.abspath(__file__))
         except Exception:  # noqa: BLE001 - already added by an earlier run in this session
             pass
+    input, output = absolute(input), absolute(output)
+    task_model = model  # None: each task takes the model of the bundle it found (paths differ per node)
     exe = find_orchard(orchard)
     model = model or bundled_model(exe)
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
@@ -218,7 +231,9 @@ def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, varianc
             shards_acc, images_acc = progress.shards, progress.images
 
             def featurize_group(shards):
-                stats = featurize_task(find_orchard(orchard), output, model, task_cpus, batch, shards)
+                task_exe = find_orchard(orchard)
+                stats = featurize_task(task_exe, output, task_model or bundled_model(task_exe), task_cpus,
+                                       batch, shards)
                 shards_acc.add(len(shards))
                 images_acc.add(stats.get("images", 0))
                 return stats
@@ -248,23 +263,29 @@ def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, varianc
         lambda shards: project_task(find_orchard(orchard), output, task_cpus, shards)).collect()
     timings["pca_transform"] = time.monotonic() - t
 
-    t = time.monotonic()
-    call_orchard(exe, "report", output)
-    timings["report"] = time.monotonic() - t
-    timings["total"] = time.monotonic() - t_all
-    embedded = sum(s.get("embedded", 0) for s in featurize_stats)
-    errors = sum(s.get("errors", 0) for s in featurize_stats)
-    task_seconds = [s.get("process_seconds", 0) for s in featurize_stats]
-    overhead = [s.get("process_seconds", 0) - s.get("featurize_seconds", 0) for s in featurize_stats]
-    info = {"engine": {"name": "spark", "version": spark.version, "master": sc.master, "task_slots": slots,
+    timings["total_before_commit"] = time.monotonic() - t_all
+    images_done = sum(x.get("embedded", 0) + x.get("errors", 0) for x in featurize_stats)
+    task_seconds = sum(x.get("task_seconds", 0) for x in featurize_stats)
+    overhead = sum(x.get("task_seconds", 0) - x.get("featurize_seconds", 0) for x in featurize_stats)
+    info = {"featurize": {"images": plan["images"], "shards": plan["shards"], "shards_skipped": len(finished),
+                          "seconds": timings["featurize"],
+                          "images_per_s": images_done / timings["featurize"] if timings["featurize"] else 0,
+                          "engine": "spark"},
+            "pca": {"rows": fit["rows"], "k": fit["k"], "cumulative_explained_variance": fit["cumulative_explained_variance"],
+                    "fit_seconds": timings["pca_fit"], "transform_seconds": timings["pca_transform"]},
+            "engine": {"name": "spark", "version": spark.version, "master": sc.master, "task_slots": slots,
                        "task_cpus": task_cpus, "featurize_tasks": len(featurize_stats),
-                       "task_overhead_share": (sum(overhead) / sum(task_seconds)) if sum(task_seconds) else 0},
+                       # process start, library loading, model load, manifest: task wall - featurizing
+                       "task_overhead_share": overhead / task_seconds if task_seconds else 0},
             "timings_s": timings,
-            "this_run": {"embedded": embedded, "errors": errors, "shards": len(todo)},
             "options": {"input": plan["input"], "glob": glob, "shard_size": shard_size, "limit": limit,
                         "model": model, "variance": variance, "k": k, "center": center}}
-    call_orchard(exe, "commit", output, "--info", json.dumps(info))
-    log(f"done in {timings['total']:.1f}s: {output} ({embedded} embedded, {errors} errors this run)")
+    t = time.monotonic()
+    counts = call_orchard(exe, "commit", output, "--info", json.dumps(info))  # validate, report, _SUCCESS
+    timings["commit"] = time.monotonic() - t
+    timings["total"] = time.monotonic() - t_all
+    log(f"done in {timings['total']:.1f}s: {output} ({counts.get('embedded')} embedded, "
+        f"{counts.get('errors')} errors, k = {counts.get('k')})")
     return info
 
 

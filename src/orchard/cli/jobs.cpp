@@ -201,8 +201,18 @@ void run_commit(const std::string& output_uri, const std::string& info) {
     }
     if (!extra.is_object()) throw Error("--info must be a JSON object, e.g. '{\"timings_s\": {...}}'");
   }
-  write_success(output, validate_or_throw(output), extra);
+  // The stages' own records, as `orchard featurize` and `orchard pca` write them (the report reads them).
+  for (const auto& [key, file] : {std::pair{"featurize", layout::featurize_json(output)}, std::pair{"pca", layout::pca_json(output)}})
+    if (extra.contains(key)) {
+      storage::write_text(file, storage::scrub(extra[key].dump(2)) + "\n");
+      extra.erase(key);
+    }
+  const auto counts = validate_or_throw(output);
+  run_report(output_uri);
+  write_success(output, counts, extra);
   std::fprintf(stderr, "commit: %s\n", layout::success(output).display().c_str());
+  std::printf("%s\n", nlohmann::json({{"inputs", counts.inputs}, {"embedded", counts.embedded}, {"errors", counts.errors},
+                                      {"k", counts.k}}).dump().c_str());
 }
 
 void run_prepare_model(const std::string& weights, const std::string& out) {

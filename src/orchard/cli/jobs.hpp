@@ -63,8 +63,9 @@ void run_fit(const PcaArgs& a, const std::vector<std::string>& moments);
 // `orchard project OUTPUT --shards LIST`: projects those features parts with OUTPUT/pca/model.parquet.
 void run_project(const std::string& output, const std::string& shards, int threads);
 
-// `orchard commit OUTPUT [--info JSON]`: validates OUTPUT and writes _SUCCESS last (info's keys,
-// such as timings and options, merged into it).
+// `orchard commit OUTPUT [--info JSON]`: writes info's "featurize" and "pca" objects as
+// _featurize.json and _pca.json, validates OUTPUT, writes the report, then _SUCCESS last (info's
+// other keys, such as timings and options, merged into it); prints the counts.
 void run_commit(const std::string& output, const std::string& info);
 
 // `orchard prepare-model`: builds, caches and makes default; prints the model path.

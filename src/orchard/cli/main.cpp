@@ -116,9 +116,9 @@ int main(int argc, char** argv) {
   proj->add_option("--threads", step_threads, "parts projected at once (0 = one per core)")->capture_default_str();
   proj->callback([&] { run_project(target, shards, step_threads); });
 
-  auto* commit = app.add_subcommand("commit", "step: validate OUTPUT and write _SUCCESS last");
+  auto* commit = app.add_subcommand("commit", "step: record the stages, validate OUTPUT, write the report, then _SUCCESS last");
   commit->add_option("OUTPUT", target)->required();
-  commit->add_option("--info", info, "a JSON object whose keys (timings, options) go into _SUCCESS");
+  commit->add_option("--info", info, "a JSON object: its \"featurize\" and \"pca\" objects become _featurize.json and _pca.json, its other keys (timings, options) go into _SUCCESS");
   commit->callback([&] { run_commit(target, info); });
 
   std::string weights, out;
