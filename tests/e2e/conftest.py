@@ -39,3 +39,22 @@ def run_orchard(orchard_bin, env, *args, check=True, timeout=1800):
     if check and p.returncode != 0:
         pytest.fail(f"orchard {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
     return p
+
+
+# S3-speaking servers on loopback (tests/e2e/s3_servers.py), one per test module that asks for it.
+# Imported lazily: only the S3 tests need boto3.
+@pytest.fixture(scope="module")
+def seaweedfs():
+    """A SeaweedFS S3 server on a free 127.0.0.1 port for the module; stopped (and its data
+    removed) after the module."""
+    from s3_servers import SeaweedFS
+    with SeaweedFS() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def moto_s3():
+    """moto's S3 server on a free 127.0.0.1 port for the module; stopped after the module."""
+    from s3_servers import MotoServer
+    with MotoServer() as server:
+        yield server
