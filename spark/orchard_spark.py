@@ -244,7 +244,8 @@ def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, varianc
 
     t = time.monotonic()
     parts = list(range(plan["shards"]))
-    groups = groups_of(parts, slots * tasks_per_core)
+    # Moments and projection are quick per part: one task (one process start) per slot.
+    groups = groups_of(parts, slots)
     sc.setJobDescription(f"orchard pca moments: {len(parts)} parts")
     merged = (sc.parallelize(groups, len(groups))
               .map(lambda shards: moments_task(find_orchard(orchard), output, task_cpus, shards))
