@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -94,20 +93,7 @@ def is_zombie_or_gone(pid: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 
-def free_ports(n: int) -> list:
-    """n distinct TCP ports that were free on 127.0.0.1 a moment ago."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            if s.getsockname()[1] not in ports:
-                ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
+from s3_servers import free_ports  # noqa: E402 - one helper for free loopback ports
 
 
 def spark_env(base=None, local_dirs=None) -> dict:
