@@ -11,6 +11,18 @@ TEST_IMAGES = SHARED / "data" / "fruits-360" / "Test"
 MODEL_DIR = SHARED / "models" / "mobilenet_v2_1.0_224_tfslim"
 
 
+def copy_sample(dest: Path, classes, per_class: int) -> list:
+    """Copies the first per_class Test images (sorted) of each class into dest/<class>/; returns them."""
+    import shutil
+    out = []
+    for c in classes:
+        (dest / c).mkdir(parents=True, exist_ok=True)
+        for f in sorted((TEST_IMAGES / c).glob("*.jpg"))[:per_class]:
+            shutil.copyfile(f, dest / c / f.name)
+            out.append(dest / c / f.name)
+    return out
+
+
 def orchard_binary() -> Path:
     """The built orchard ($ORCHARD_BUILD/orchard, else build/orchard); fails the test if missing."""
     exe = Path(os.environ.get("ORCHARD_BUILD", REPO / "build")) / "orchard"

@@ -14,20 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import MODEL_DIR, TEST_IMAGES, run_orchard
+from conftest import MODEL_DIR, TEST_IMAGES, copy_sample, run_orchard
 
 CLASSES = ["Apple Braeburn 1", "Banana 1", "Kiwi 1", "Lemon 1"]
 
 
 def sample_input(dest: Path, per_class: int) -> list[Path]:
-    """Copies the first per_class images of a few classes (sorted) into dest/<class>/."""
-    out = []
-    for c in CLASSES:
-        (dest / c).mkdir(parents=True, exist_ok=True)
-        for f in sorted((TEST_IMAGES / c).glob("*.jpg"))[:per_class]:
-            shutil.copy(f, dest / c / f.name)
-            out.append(dest / c / f.name)
-    return out
+    """Copies the first per_class images of CLASSES (sorted) into dest/<class>/."""
+    return copy_sample(dest, CLASSES, per_class)
 
 
 def read_dir(folder: Path) -> pa.Table:

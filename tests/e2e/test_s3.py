@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MODEL_DIR, TEST_IMAGES, run_orchard
+from conftest import MODEL_DIR, copy_sample, run_orchard
 from fault_proxy import FaultProxy
 
 CLASSES = ["Apple Braeburn 1", "Banana 1", "Kiwi 1", "Lemon 1"]
@@ -124,10 +123,7 @@ def featurize_args(input_uri, output_uri, model, *extra):
 def images(tmp_path_factory) -> Path:
     """PER_CLASS images of each of CLASSES, copied to a local folder (one subfolder per label)."""
     root = tmp_path_factory.mktemp("s3-images") / "fruits"
-    for c in CLASSES:
-        (root / c).mkdir(parents=True)
-        for f in sorted((TEST_IMAGES / c).glob("*.jpg"))[:PER_CLASS]:
-            shutil.copy(f, root / c / f.name)
+    copy_sample(root, CLASSES, PER_CLASS)
     return root
 
 
@@ -327,13 +323,17 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
             puts = [t for m, t, status in proxy.requests() if m in ("PUT", "POST") and t != f"/{OUT}/run/"]
         if p.returncode == 0:
             assert f"{SHARDS} of {SHARDS} shards were already finished" in p.stderr, p.stderr
-            assert puts == [f"/{OUT}/run/_featurize.json"], puts
+            # only the stage record (its PUT may be retried by the SDK after an injected 503)
+            assert set(puts) == {f"/{OUT}/run/_featurize.json"}, puts
         else:
             assert p.returncode == 1 and len(orchard_lines(p.stderr)) == 1, p.stderr
             assert "gave up" in p.stderr and "503" in p.stderr, p.stderr
             assert not puts, f"a run that could not check wrote {puts}"
         outcomes.append(orchard_lines(p.stderr))
-    assert any("could not check whether it exists" in "".join(o) for o in outcomes), outcomes
+    # At least one run met a check it could not make (the manifest's existence or read, the listing
+    # of finished shards) and stopped instead of taking it for "absent".
+    checks = ("could not check whether it exists", "_manifest.parquet: cannot open", "features: cannot list")
+    assert any(check in "".join(o) for o in outcomes for check in checks), outcomes
     assert get(c, OUT, "run/_manifest.parquet") == manifest
     assert_each_input_once(s3_tables(c, OUT, "run"), input_uris)
 

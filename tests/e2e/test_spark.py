@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -34,7 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MODEL_DIR, REPO, TEST_IMAGES, run_orchard
+from conftest import MODEL_DIR, REPO, TEST_IMAGES, copy_sample, run_orchard
 from spark_cluster import (SPARK_SUBMIT, StandaloneCluster, ancestors, cmdline, is_zombie_or_gone,
                            process_table, spark_env)
 
@@ -56,10 +55,7 @@ SPARK_CONF = ["--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=1
 def images(tmp_path_factory) -> Path:
     """4 classes x 12 images, plus Banana 1/empty.jpg (0 bytes) and Kiwi 1/truncated.jpg."""
     root = tmp_path_factory.mktemp("spark-in") / "fruits"
-    for c in CLASSES:
-        (root / c).mkdir(parents=True)
-        for f in sorted((TEST_IMAGES / c).glob("*.jpg"))[:PER_CLASS]:
-            shutil.copyfile(f, root / c / f.name)
+    copy_sample(root, CLASSES, PER_CLASS)
     (root / "Banana 1" / "empty.jpg").write_bytes(b"")
     first = sorted((TEST_IMAGES / "Kiwi 1").glob("*.jpg"))[-1].read_bytes()
     (root / "Kiwi 1" / "truncated.jpg").write_bytes(first[: len(first) // 3])

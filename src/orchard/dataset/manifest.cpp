@@ -65,9 +65,13 @@ void write_manifest(const storage::Location& file, const Manifest& m) {
 
 Manifest load_manifest(const storage::Location& output) {
   const auto file = layout::manifest(output);
-  if (!storage::exists(file))
+  std::shared_ptr<arrow::Table> t;
+  try {
+    t = table::read_table(file);
+  } catch (const Error& e) {
+    if (!e.is_not_found()) throw;
     throw Error(file.display() + " is missing: OUTPUT was not planned yet (run `orchard featurize` or `orchard plan`)");
-  auto t = table::read_table(file);
+  }
   auto meta = t->schema()->metadata();
   if (!meta) throw Error(file.display() + ": manifest without its options; delete OUTPUT and run again");
   auto get = [&](const std::string& k) { return value_or_throw(meta->Get(k), file.display() + ": manifest lacks " + k); };

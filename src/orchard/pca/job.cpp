@@ -160,10 +160,7 @@ SavedModel read_model(const storage::Location& file) {
 }
 
 std::vector<int> feature_shards(const storage::Location& output) {
-  std::vector<int> out;
-  for (const auto& part : table::list_parts(layout::features_dir(output)))
-    out.push_back(*layout::parse_part(part.path.substr(part.path.rfind('/') + 1)));
-  return out;
+  return table::part_shards(layout::features_dir(output));
 }
 
 Moments part_moments(const storage::Location& output, const std::vector<int>& shards, int threads_option) {

@@ -21,27 +21,43 @@ namespace {
 
 bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
 
-// What to do about a store's error, from Arrow's / the AWS SDK's message.
-std::string hint(const std::string& m) {
+// Why a store refused, read from Arrow's / the AWS SDK's message.
+enum class Cause { kOther, kDenied, kNoBucket, kWrongRegion, kUnreachable };
+
+Cause cause_of(const std::string& m) {
   if (contains(m, "ACCESS_DENIED") || contains(m, "InvalidAccessKeyId") || contains(m, "SignatureDoesNotMatch") ||
       contains(m, "HTTP status 403") || contains(m, "INVALID_ACCESS_KEY_ID") || contains(m, "SIGNATURE_DOES_NOT_MATCH"))
-    return " (access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role, "
-           "and that it may read INPUT and write OUTPUT)";
+    return Cause::kDenied;
   if (contains(m, "NO_SUCH_BUCKET") || contains(m, "NoSuchBucket") || contains(m, "bucket does not exist") ||
       contains(m, "Bucket does not exist"))
-    return " (no such bucket: create it, or fix the bucket name in the URI)";
+    return Cause::kNoBucket;
   if (contains(m, "PermanentRedirect") || contains(m, "HTTP status 301") || contains(m, "wrong region"))
-    return " (the bucket is in another region: set AWS_REGION to the bucket's region)";
+    return Cause::kWrongRegion;
   if (contains(m, "NETWORK_CONNECTION") || contains(m, "curlCode") || contains(m, "Couldn't connect"))
-    return " (the store did not answer: check AWS_ENDPOINT_URL_S3 / the network; rerun to resume)";
+    return Cause::kUnreachable;
+  return Cause::kOther;
+}
+
+// What to do about it.
+std::string hint(Cause c) {
+  switch (c) {
+    case Cause::kDenied:
+      return " (access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role, "
+             "and that it may read INPUT and write OUTPUT)";
+    case Cause::kNoBucket: return " (no such bucket: create it, or fix the bucket name in the URI)";
+    case Cause::kWrongRegion: return " (the bucket is in another region: set AWS_REGION to the bucket's region)";
+    case Cause::kUnreachable: return " (the store did not answer: check AWS_ENDPOINT_URL_S3 / the network; rerun to resume)";
+    case Cause::kOther: break;
+  }
   return "";
 }
 
 // A failure worth another try: not a refusal that will be given again.
 bool transient(const Error& e) {
   const std::string m = e.what();
-  return e.is_storage() && !contains(m, "access denied") && !contains(m, "no such bucket") &&
-         !contains(m, "another region") && !contains(m, "HTTP status 404");
+  const Cause c = cause_of(m);
+  return e.is_storage() && c != Cause::kDenied && c != Cause::kNoBucket && c != Cause::kWrongRegion &&
+         !contains(m, "HTTP status 404");
 }
 
 int storage_attempts() {
@@ -55,7 +71,7 @@ int storage_attempts() {
 void check(const arrow::Status& st, const std::string& context) {
   if (st.ok()) return;
   const std::string m = st.ToString();
-  const std::string what = scrub(context + ": " + m + hint(m));
+  const std::string what = scrub(context + ": " + m + hint(cause_of(m)));
   if (contains(m, "Path does not exist") || contains(m, "No such file or directory") || contains(m, "NO_SUCH_KEY"))
     throw Error::not_found(what);
   if (st.IsIOError()) throw Error::storage(what);

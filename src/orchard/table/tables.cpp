@@ -6,6 +6,7 @@
 #include <arrow/array/concatenate.h>
 #include <arrow/io/memory.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -201,6 +202,14 @@ void for_each_batch(const storage::Location& file, const std::string& name, int 
 ErrorRows read_errors(const storage::Location& file) {
   auto t = read_table(file);
   return {string_column(*t, "path", file.display()), string_column(*t, "error", file.display())};
+}
+
+std::vector<int> part_shards(const storage::Location& folder) {
+  std::vector<int> out;
+  for (const auto& f : storage::list_dir(folder))
+    if (auto shard = layout::parse_part(f.base_name()); f.IsFile() && shard) out.push_back(*shard);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::vector<storage::Location> list_parts(const storage::Location& folder) {

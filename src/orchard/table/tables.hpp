@@ -69,4 +69,7 @@ std::shared_ptr<arrow::Array> checked_column(const arrow::Table& t, const std::s
 // that fails throws kStorage.
 std::vector<storage::Location> list_parts(const storage::Location& folder);
 
+// The shard numbers of the part files in folder, sorted (one listing; empty when it is missing).
+std::vector<int> part_shards(const storage::Location& folder);
+
 }  // namespace orchard::table
