@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Sets up Orchard on a fresh Debian 12 machine and builds build/orchard. Quick when all is there.
-#   1. Debian packages (LibTorch, libjpeg-turbo, libpng, LAPACK, HDF5, CLI11, Chromium, ...)
+#   1. Debian packages (GCC 11, libjpeg-turbo, libpng, LAPACK, HDF5, CLI11, Chromium, ...)
 #   2. .venv: the reference pipeline (PySpark, TensorFlow/Keras, Pillow) and pyarrow, whose
 #      Arrow/Parquet C++ headers and libraries the build links against
-#   3. CMake build into build/
+#   3. .deps/libtorch-VERSION: LibTorch (headers, libtorch_cpu, libc10) from PyPI's torch wheel
+#   4. CMake build into build/, with g++-11
+# Why PyPI's LibTorch and GCC 11: neither needs more than glibc 2.28 and GCC 11's libstdc++, so the
+# worker bundle (tools/bundle.sh) runs on Amazon Linux 2023 (EMR 7: glibc 2.34, GCC 11's
+# libstdc++); Debian's libtorch and GCC 12 need glibc 2.36 (docs/deploy.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(
-  build-essential cmake pkg-config git
-  libtorch-dev libjpeg62-turbo-dev libpng-dev
+  build-essential g++-11 cmake pkg-config git
+  libjpeg62-turbo-dev libpng-dev
   liblapacke-dev libopenblas-dev libhdf5-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
   python3-venv python3-dev openjdk-17-jre-headless chromium patchelf
@@ -41,6 +45,36 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DORCHARD_PYTHON="$PWD/.venv/bin/python" >/dev/null
+# LibTorch: the files the build and the binary need, from the pinned wheels. PyPI's Linux torch is
+# the CUDA build; its libtorch_cpu also links the CUDA runtime and CUPTI, which load without a GPU.
+# The wheels' layout is kept, so libtorch_cpu's own RPATH ($ORIGIN/../../nvidia/cu13/lib) finds them.
+LIBTORCH_VERSION=2.15.0
+LIBTORCH_WHEELS=(torch==$LIBTORCH_VERSION nvidia-cuda-runtime==13.2.86 nvidia-cuda-cupti==13.2.86)
+LIBTORCH=.deps/libtorch-$LIBTORCH_VERSION
+if [ ! -f "$LIBTORCH/.complete" ]; then
+  echo "setup: fetching LibTorch $LIBTORCH_VERSION from PyPI (${LIBTORCH_WHEELS[*]}: ~550 MB)"
+  wheels=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps --only-binary=:all: -d "$wheels" "${LIBTORCH_WHEELS[@]}"
+  rm -rf "$LIBTORCH" && mkdir -p "$LIBTORCH"
+  .venv/bin/python - "$wheels" "$LIBTORCH" <<'EOF'
+import pathlib, sys, zipfile
+wheels, dest = pathlib.Path(sys.argv[1]), sys.argv[2]
+wanted = ("torch/include/", "torch/lib/libtorch_cpu.so", "torch/lib/libc10.so", "torch/lib/libgomp.so.1",
+          "nvidia/cu13/lib/libcudart.so.13", "nvidia/cu13/lib/libcupti.so.13")
+for wheel in sorted(wheels.glob("*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(dest, [n for n in z.namelist() if n.startswith(wanted)])
+EOF
+  rm -rf "$wheels"
+  touch "$LIBTORCH/.complete"
+fi
+
+# The build uses GCC 11 (see the top); a build folder configured with another compiler starts over.
+if [ -f build/CMakeCache.txt ] && ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*g++-11$' build/CMakeCache.txt; then
+  echo "setup: build/ was configured with another compiler: reconfiguring with g++-11"
+  rm -rf build/CMakeCache.txt build/CMakeFiles
+fi
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc-11 -DCMAKE_CXX_COMPILER=g++-11 \
+  -DORCHARD_PYTHON="$PWD/.venv/bin/python" -DORCHARD_LIBTORCH="$PWD/$LIBTORCH" >/dev/null
 cmake --build build -j"$(nproc)"
 echo "setup: ready (build/orchard)"

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <torch/version.h>
+
 #include "orchard/error.hpp"
 #include "orchard/model/mobilenet_v2.hpp"
 #include "orchard/model/weights.hpp"
@@ -38,9 +40,9 @@ std::string prepare(const std::string& weights, const std::string& out_path) {
   } else {
     throw Error(weights + ": not a model; pass a TF-slim .npy folder, a Keras .h5 weights file or a prepared .pt");
   }
-  // The name changes with the weights and with the graph Orchard builds from them.
-  char name[64];
-  std::snprintf(name, sizeof name, "mobilenet_v2-g%d-%016llx.pt", kGraphVersion,
+  // The name changes with the weights, the graph Orchard builds from them and the LibTorch that froze it.
+  char name[96];
+  std::snprintf(name, sizeof name, "mobilenet_v2-g%d-torch%s-%016llx.pt", kGraphVersion, TORCH_VERSION,
                 static_cast<unsigned long long>(fingerprint(w)));
   const std::string target = out_path.empty() ? cache_dir() + "/" + name : out_path;
   if (out_path.empty() && fs::is_regular_file(target)) return target;
