@@ -1,35 +1,40 @@
 #!/usr/bin/env bash
 # Builds the self-contained worker archive dist/orchard-VERSION-linux-x86_64.tar.gz that Spark ships
-# with `--archives orchard-VERSION-linux-x86_64.tar.gz#orchard` (see --help). Only glibc comes from
-# the host: every other shared library in build/orchard's closure is copied into lib/ and found
-# through an $ORIGIN-relative DT_RPATH. The script reports the highest GLIBC symbol version the
-# bundle requires and fails when it is above 2.34 (Amazon Linux 2023, the base of EMR 7).
+# with `--archives orchard-VERSION-linux-x86_64.tar.gz#orchard` (see --help). Only glibc and the
+# GCC runtime (libstdc++, libgcc_s) come from the host, as for manylinux wheels: every other shared
+# library in build/orchard's closure is copied into lib/ and found through an $ORIGIN-relative
+# DT_RPATH. The script reports the highest GLIBC, GLIBCXX, CXXABI and GCC symbol versions the bundle
+# requires and fails above what Amazon Linux 2023 (the base of EMR 7) provides.
 set -euo pipefail
 
-GLIBC_LIMIT=2.34
+# Amazon Linux 2023: glibc 2.34, GCC 11's libstdc++ and libgcc_s (the limits of manylinux_2_34).
+LIMITS="GLIBC=2.34 GLIBCXX=3.4.29 CXXABI=1.3.13 GCC=7.0.0"
+HOST="Amazon Linux 2023 / EMR 7: glibc 2.34, GCC 11's libstdc++ and libgcc_s"
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$REPO/tools/bundle.sh"
 
 usage() {
   cat <<EOF
-Usage: tools/bundle.sh [--model WEIGHTS_OR_PT] [--out DIR] [--allow-glibc-above-2.34] [--check] [--force]
+Usage: tools/bundle.sh [--model WEIGHTS_OR_PT] [--out DIR] [--allow-newer-host] [--check] [--force]
 
 Builds DIR/orchard-VERSION-linux-x86_64.tar.gz (VERSION from \`orchard --version\`) and prints its
 path as the last line. Its top level is what Spark's \`--archives X.tar.gz#orchard\` unpacks into
 ./orchard on every executor:
 
   bin/orchard                 the binary, DT_RPATH \$ORIGIN/../lib
-  lib/*.so*                   every shared library it needs except glibc's own (DT_RPATH \$ORIGIN)
+  lib/*.so*                   every shared library it needs except glibc's and the GCC runtime
+                              (libstdc++.so.6, libgcc_s.so.1), which the host provides (DT_RPATH \$ORIGIN)
   share/orchard/model.pt      only with --model: a prepared model (use --model ./orchard/share/orchard/model.pt)
-  share/orchard/glibc.txt     the GLIBC symbol versions each file requires
+  share/orchard/abi.txt       per file, the newest GLIBC, GLIBCXX, CXXABI and GCC symbol versions it
+                              imports from the host, and its symbols above the limits
   README, VERSION
 
 Options:
   --model WEIGHTS_OR_PT       bundle a prepared model: a .pt is copied as is; a TF-slim .npy folder
                               or a Keras .h5 file is prepared with \`orchard prepare-model --out\`
   --out DIR                   where the archive goes (default: dist/ in the repository)
-  --allow-glibc-above-2.34    build even when the bundle needs a GLIBC newer than 2.34 (it then will
-                              not start on Amazon Linux 2023 / EMR 7; fine for local Spark tests)
+  --allow-newer-host          build even when the bundle needs more than Amazon Linux 2023 provides
+                              (it then will not start on EMR 7; fine for local Spark tests)
   --check                     resolve, stage and scan only: report the GLIBC requirement, apply the
                               gate, write no archive
   --force                     rebuild even when the archive is up to date
@@ -39,7 +44,9 @@ The binary is \$ORCHARD_BUILD/orchard, else build/orchard. An archive newer than
 this script, built with the same --model, is reused (the GLIBC gate is still applied).
 Needs ldd, objdump, readelf, patchelf (Debian package \`patchelf\`; installed with apt-get when
 missing and running as root), tar and gzip.
-Exit status: 0 built (or up to date); 1 the GLIBC gate failed or something else went wrong.
+The host check: every symbol a file imports from glibc, libstdc++ or libgcc_s must have a version
+within $LIMITS ($HOST).
+Exit status: 0 built (or up to date); 1 the host check failed or something else went wrong.
 EOF
 }
 
@@ -54,7 +61,7 @@ while [ $# -gt 0 ]; do
     --model=*) MODEL=${1#--model=}; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a value"; OUT=$2; shift 2 ;;
     --out=*) OUT=${1#--out=}; shift ;;
-    --allow-glibc-above-2.34) ALLOW=1; shift ;;
+    --allow-newer-host) ALLOW=1; shift ;;
     --check) CHECK=1; shift ;;
     --force) FORCE=1; shift ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -88,7 +95,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 NAME="orchard-$VERSION-linux-x86_64"
 ARCHIVE="$OUT/$NAME.tar.gz"
-REPORT="$OUT/$NAME.glibc.txt"   # sidecar: the scan of the archive's content
+REPORT="$OUT/$NAME.abi.txt"     # sidecar: the scan of the archive's content
 STAMP="$OUT/$NAME.stamp"        # sidecar: what the archive was built from
 
 # Serialises concurrent runs on the same output folder (tests, a Spark test, a person).
@@ -108,42 +115,43 @@ AWK_VCMP='function vcmp(a, b,  x, y, i, n, m, p, q) {
   n = split(a, x, "."); m = split(b, y, "."); if (m > n) n = m
   for (i = 1; i <= n; i++) { p = (i in x) ? x[i] + 0 : 0; q = (i in y) ? y[i] + 0 : 0; if (p != q) return p < q ? -1 : 1 }
   return 0 }'
-# The highest version in a report (below), or "none".
+# The highest version of namespace NS (GLIBC, GLIBCXX, CXXABI, GCC) in a report (below), or "none".
 report_max() {
-  awk "$AWK_VCMP"'$1 ~ /^GLIBC_/ { v = $1; sub(/^GLIBC_/, "", v); if (m == "" || vcmp(v, m) > 0) m = v }
-                  END { print (m == "" ? "none" : "GLIBC_" m) }' "$1"
+  awk -v ns="$2" "$AWK_VCMP"'
+    !/^#/ { for (i = 2; i <= 5; i++) if ($i ~ ("^" ns "_[0-9]")) { v = $i; sub(/^[A-Z]+_/, "", v); if (m == "" || vcmp(v, m) > 0) m = v } }
+    END { print (m == "" ? "none" : ns "_" m) }' "$1"
 }
 
-# Applies the gate to a report (lines: "GLIBC_x.y FILE [symbol@GLIBC_v ...]"); returns 1 when it fails.
+# Applies the host check to a report (lines: "FILE GLIBC_v GLIBCXX_v CXXABI_v GCC_v [symbol@VERSION
+# above the limits ...]", "-" where a file imports none); returns 1 when it fails.
 gate() {
-  local report=$1 max
-  max=$(report_max "$report")
-  echo "GLIBC: highest version required by the bundle: $max (limit GLIBC_$GLIBC_LIMIT: Amazon Linux 2023 / EMR 7)"
-  if [ "$max" = none ] || awk -v v="${max#GLIBC_}" -v limit="$GLIBC_LIMIT" "$AWK_VCMP"'BEGIN { exit vcmp(v, limit) > 0 }'; then
-    echo "GLIBC: OK, every file in the bundle runs with glibc $GLIBC_LIMIT"
+  local report=$1 ns have=() lines
+  for ns in GLIBC GLIBCXX CXXABI GCC; do have+=("$(report_max "$report" "$ns")"); done
+  local limit_glibc=${LIMITS%% *}
+  echo "GLIBC: highest version required by the bundle: ${have[0]} (limit GLIBC_${limit_glibc#GLIBC=}: Amazon Linux 2023 / EMR 7)"
+  echo "GCC runtime: highest versions required by the bundle: ${have[1]} ${have[2]} ${have[3]} (limits ${LIMITS#* }: GCC 11's libstdc++ and libgcc_s)"
+  lines=$(awk '!/^#/ && NF > 5 { out = "  " $1 ":"; for (i = 6; i <= NF; i++) out = out " " $i; print out }' "$report")
+  if [ -z "$lines" ]; then
+    echo "host check: OK, every file in the bundle runs on $HOST"
     return 0
   fi
-  local lines
-  lines=$(awk -v limit="$GLIBC_LIMIT" "$AWK_VCMP"'
-    $1 ~ /^GLIBC_/ { v = $1; sub(/^GLIBC_/, "", v); if (vcmp(v, limit) > 0) {
-      out = "  " $2 " requires " $1 ":"; for (i = 3; i <= NF; i++) out = out " " $i; print out } }' "$report")
   if [ "$ALLOW" = 1 ]; then
     cat >&2 <<EOF
 ################################################################################
-WARNING: this bundle requires $max > GLIBC_$GLIBC_LIMIT. It will NOT start on Amazon Linux 2023
-(EMR 7) or any host whose glibc is older than ${max#GLIBC_}: built anyway because of
---allow-glibc-above-2.34 (good for local Spark tests only). Files above the limit:
+WARNING: this bundle needs more than $HOST. It will NOT start on EMR 7 or on any host with an older
+glibc or GCC runtime: built anyway because of --allow-newer-host (good for local Spark tests only).
+Files above the limits ($LIMITS), with the symbols:
 $lines
 ################################################################################
 EOF
     return 0
   fi
   cat >&2 <<EOF
-bundle.sh: error: the bundle requires $max, above the GLIBC_$GLIBC_LIMIT of Amazon Linux 2023 (EMR 7).
-Files above the limit (symbol@version they import):
+bundle.sh: error: the bundle needs more than $HOST.
+Files above the limits ($LIMITS), with the symbols they import:
 $lines
-Build on a system with glibc <= $GLIBC_LIMIT (or with libraries built for one), or pass
---allow-glibc-above-2.34 for a bundle meant only for hosts with a newer glibc.
+Build with what ./setup.sh sets up (g++-11, LibTorch from PyPI's manylinux wheel) or with libraries
+built for an older system, or pass --allow-newer-host for a bundle meant only for newer hosts.
 EOF
   return 1
 }
@@ -173,9 +181,12 @@ trap 'rm -rf "$STAGE" "$ARCHIVE.tmp.$$"' EXIT
 mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/share/orchard"
 
 # 1. The closure, as the loader resolves it for the built binary (its own RUNPATH included).
-#    glibc's own libraries stay on the host: they are the one thing the target must provide.
-is_glibc() {
+#    glibc's own libraries and the GCC runtime stay on the host: every Linux with a C++ compiler's
+#    runtime has them, and a newer copy shipped here would need a newer glibc (GCC 12's libstdc++
+#    needs 2.36). The host check below holds every file to the host's versions of them.
+is_host() {
   case "$1" in
+    libstdc++.so.6|libgcc_s.so.1|\
     ld-linux*.so*|libc.so.*|libm.so.*|libmvec.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libresolv.so.*|\
     libutil.so.*|libanl.so.*|libBrokenLocale.so.*|libnsl.so.1|libnss_*.so.*|libthread_db.so.*|\
     libc_malloc_debug.so.*|libmemusage.so|libpcprofile.so|libSegFault.so) return 0 ;;
@@ -190,7 +201,7 @@ fi
 n=0
 while read -r soname arrow path _; do
   [ "$arrow" = "=>" ] && [ -n "$path" ] || continue
-  is_glibc "$soname" && continue
+  is_host "$soname" && continue
   cp -L "$path" "$STAGE/lib/$soname"
   chmod u+w,a+r "$STAGE/lib/$soname"
   n=$((n + 1))
@@ -217,36 +228,40 @@ done
 
 log "set DT_RPATH on bin/orchard and lib/* ($(( $(date +%s) - T0 )) s)"
 
-# 4. The GLIBC scan: the versions of the glibc symbols each file imports (undefined symbols in
-#    objdump -T), one line per file: "MAX_VERSION FILE [symbol@version above the limit ...]".
-( cd "$STAGE" && objdump -T bin/orchard lib/* ) | awk -v limit="$GLIBC_LIMIT" "$AWK_VCMP"'
-  function flush(  k, s) {
+# 4. The host scan: the versions of the glibc / libstdc++ / libgcc_s symbols each file imports
+#    (undefined symbols in objdump -T), one line per file (see gate above).
+( cd "$STAGE" && objdump -T bin/orchard lib/* ) | awk -v limits="$LIMITS" "$AWK_VCMP"'
+  BEGIN { n = split(limits, l, " "); for (i = 1; i <= n; i++) { split(l[i], kv, "="); limit[kv[1]] = kv[2] } }
+  function flush(  k, s, ns) {
     if (file == "") return
-    s = ""; for (k in over) s = s " " k
-    print (max == "" ? "none" : "GLIBC_" max), file s
-    max = ""; split("", over)
+    s = file
+    for (k = 1; k <= 4; k++) { ns = order[k]; s = s " " (max[ns] == "" ? "-" : ns "_" max[ns]) }
+    for (k in over) s = s " " k
+    print s
+    split("", max); split("", over)
   }
+  BEGIN { order[1] = "GLIBC"; order[2] = "GLIBCXX"; order[3] = "CXXABI"; order[4] = "GCC" }
   /:[ \t]+file format / { flush(); file = $1; sub(/:$/, "", file); next }
   /\*UND\*/ {
-    for (i = 1; i <= NF; i++) if ($i ~ /^\(?GLIBC_[0-9]+(\.[0-9]+)+\)?$/) {
-      v = $i; gsub(/[()]|GLIBC_/, "", v)
-      if (max == "" || vcmp(v, max) > 0) max = v
-      if (vcmp(v, limit) > 0) over[$NF "@GLIBC_" v] = 1
+    for (i = 1; i <= NF; i++) if ($i ~ /^\(?(GLIBC|GLIBCXX|CXXABI|GCC)_[0-9]+(\.[0-9]+)+\)?$/) {
+      v = $i; gsub(/[()]/, "", v); ns = v; sub(/_.*/, "", ns); sub(/^[A-Z]+_/, "", v)
+      if (max[ns] == "" || vcmp(v, max[ns]) > 0) max[ns] = v
+      if (vcmp(v, limit[ns]) > 0) over[$NF "@" ns "_" v] = 1
     }
   }
-  END { flush() }' > "$STAGE/glibc.tmp"
-{ grep '^GLIBC_' "$STAGE/glibc.tmp" | sort -k1,1Vr -k2,2 || true; grep -v '^GLIBC_' "$STAGE/glibc.tmp" | sort -k2,2 || true; } \
-  > "$STAGE/share/orchard/glibc.txt"
-rm -f "$STAGE/glibc.tmp"
-[ "$(wc -l < "$STAGE/share/orchard/glibc.txt")" = $((n + 1)) ] || die "GLIBC scan: expected $((n + 1)) files, got $(wc -l < "$STAGE/share/orchard/glibc.txt")"
+  END { flush() }' | sort -k1,1 > "$STAGE/abi.tmp"
+{ echo "# file GLIBC GLIBCXX CXXABI GCC [symbol@version above $LIMITS ...]"; cat "$STAGE/abi.tmp"; } \
+  > "$STAGE/share/orchard/abi.txt"
+rm -f "$STAGE/abi.tmp"
+[ "$(grep -vc '^#' "$STAGE/share/orchard/abi.txt")" = $((n + 1)) ] || die "host scan: expected $((n + 1)) files, got $(grep -vc '^#' "$STAGE/share/orchard/abi.txt")"
 log "staged $n libraries in $(( $(date +%s) - T0 )) s"
 
 if [ "$CHECK" = 1 ]; then
-  gate "$STAGE/share/orchard/glibc.txt" || exit 1
+  gate "$STAGE/share/orchard/abi.txt" || exit 1
   log "--check: no archive written"
   exit 0
 fi
-gate "$STAGE/share/orchard/glibc.txt" || exit 1
+gate "$STAGE/share/orchard/abi.txt" || exit 1
 
 # 5. The model, README and VERSION.
 if [ -n "$MODEL" ]; then
@@ -263,13 +278,15 @@ fi
 echo "$VERSION" > "$STAGE/VERSION"
 commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$REPO" diff --quiet HEAD 2>/dev/null || commit="$commit+local changes"
-max=$(report_max "$STAGE/share/orchard/glibc.txt")
+glibc=$(report_max "$STAGE/share/orchard/abi.txt" GLIBC)
+gcc_rt="$(report_max "$STAGE/share/orchard/abi.txt" GLIBCXX), $(report_max "$STAGE/share/orchard/abi.txt" CXXABI), $(report_max "$STAGE/share/orchard/abi.txt" GCC)"
 cat > "$STAGE/README" <<EOF
 Orchard $VERSION for linux-x86_64 (built from commit $commit on $(. /etc/os-release && echo "$PRETTY_NAME"))
 
 Self-contained: bin/orchard loads every library it needs from lib/ (DT_RPATH \$ORIGIN/../lib);
-only glibc comes from the host, whose glibc must provide $max or newer (share/orchard/glibc.txt
-lists, per file, the newest GLIBC symbol version it imports and its symbols above GLIBC_$GLIBC_LIMIT).
+only glibc and the GCC runtime come from the host, which must provide $glibc and, in libstdc++ and
+libgcc_s, $gcc_rt (Amazon Linux 2023 and any host with glibc >= 2.34 and GCC >= 11's runtime do).
+share/orchard/abi.txt lists, per file, the newest versions it imports from them.
 It runs from any directory, with any or no environment.
 
   ./bin/orchard --help
@@ -286,7 +303,7 @@ tar -C "$STAGE" --owner=0 --group=0 --numeric-owner --sort=name -cf - README VER
   gzip -6 > "$ARCHIVE.tmp.$$"
 rm -f "$STAMP"  # no stamp, no reuse: until the three files below agree
 mv -f "$ARCHIVE.tmp.$$" "$ARCHIVE"
-cp "$STAGE/share/orchard/glibc.txt" "$REPORT"
+cp "$STAGE/share/orchard/abi.txt" "$REPORT"
 printf '%s\n' "$KEY" > "$STAMP"
 log "built in $(( $(date +%s) - T0 )) s"
 finish

@@ -446,11 +446,11 @@ def test_standalone_cluster_survives_a_lost_worker(orchard_bin, model_env, image
 @pytest.fixture(scope="module")
 def bundle(orchard_bin):
     """tools/bundle.sh's archive with the TF-slim model prepared inside (the same folder and
-    options as test_bundle.py, so one build serves both); the GLIBC gate waived for this host."""
+    options as test_bundle.py, so one build serves both)."""
     if not BUNDLE_SH.is_file():
         pytest.skip(f"{BUNDLE_SH.relative_to(REPO)} is missing: no bundle to ship with --archives")
     p = subprocess.run(["bash", str(BUNDLE_SH), "--out", str(orchard_bin.parent / "bundle-test"),
-                        "--model", str(MODEL_DIR), "--allow-glibc-above-2.34"],
+                        "--model", str(MODEL_DIR)],
                        capture_output=True, text=True, timeout=2400)
     assert p.returncode == 0, f"bundle.sh exited {p.returncode}:\n{p.stderr[-3000:]}"
     archive = Path(p.stdout.strip().splitlines()[-1])
