@@ -164,3 +164,22 @@ def test_job_level_errors_are_one_clear_line(orchard_bin, model_env, tmp_path):
     p = run_orchard(orchard_bin, model_env, "featurize", tmp_path / "empty", tmp_path / "o3", "--model", tmp_path, check=False)
     assert p.returncode != 0 and "Conv_weights.npy" in p.stderr
     assert run_orchard(orchard_bin, model_env, "--help").stdout.count("featurize") >= 1
+
+
+def test_featurize_shards_leaves_other_processes_temporaries(orchard_bin, model_env, tmp_path):
+    """Spark runs several `featurize-shards` processes on one OUTPUT at once: each may delete the
+    half-written parts a killed run left for its own shards, never another process's in-flight ones."""
+    src = tmp_path / "in"
+    sample_input(src, 3)  # 12 images, 4 shards of 3
+    out = tmp_path / "out"
+    run_orchard(orchard_bin, model_env, "plan", src, out, "--shard-size", "3")
+    (out / "features").mkdir()
+    (out / "errors").mkdir()
+    stale = [out / "features" / "part-00001.parquet.tmp-999999-1", out / "errors" / "part-00001.parquet.tmp-999999-2"]
+    in_flight = [out / "features" / "part-00002.parquet.tmp-999998-1", out / "errors" / "part-00003.parquet.tmp-999998-2"]
+    for f in stale + in_flight:
+        f.write_bytes(b"half a part")
+    run_orchard(orchard_bin, model_env, "featurize-shards", out, "--shards", "0,1", "--model", MODEL_DIR, "--quiet")
+    assert not [f for f in stale if f.exists()], "a killed run's temporaries of the shards done here are removed"
+    assert all(f.read_bytes() == b"half a part" for f in in_flight), "other shards' temporaries are untouched"
+    assert sorted(p.name for p in (out / "features").glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]

@@ -184,12 +184,15 @@ class ShardRun {
   std::exception_ptr failure_;
 };
 
-// Deletes local part files a killed run left half-written (they never had their final name; an
-// object store never has any).
-void remove_stale_temporaries(const storage::Location& dir) {
+// Deletes the half-written local parts of `shards` (sorted) that a killed run left (they never had
+// their final name; an object store never has any). Only those shards': other processes, such as
+// the other Spark tasks of the run, may be writing theirs in the same folder right now.
+void remove_stale_temporaries(const storage::Location& dir, const std::vector<int>& shards) {
   if (dir.object_store()) return;
-  for (const auto& f : storage::list_dir(dir))
-    if (f.IsFile() && layout::is_temporary(f.base_name())) storage::remove(dir.at(f.path()));
+  for (const auto& f : storage::list_dir(dir)) {
+    const auto shard = f.IsFile() ? layout::parse_temporary_part(f.base_name()) : std::nullopt;
+    if (shard && std::binary_search(shards.begin(), shards.end(), *shard)) storage::remove(dir.at(f.path()));
+  }
 }
 
 // A rate line on stderr every half second while `done` is false (only on a terminal).
@@ -250,13 +253,15 @@ void Featurizer::run_shard(const dataset::Manifest& manifest, const storage::Loc
 
 Summary run(const dataset::Manifest& manifest, const storage::Location& input, const storage::Location& output,
             const std::string& model_pt, const Options& options, const std::vector<int>& shards) {
-  for (const auto& dir : {layout::features_dir(output), layout::errors_dir(output)}) {
-    storage::make_dirs(dir);
-    remove_stale_temporaries(dir);
-  }
   std::vector<int> asked = shards;
   if (asked.empty())
     for (int s = 0; s < manifest.num_shards(); ++s) asked.push_back(s);
+  std::vector<int> sorted_asked = asked;
+  std::sort(sorted_asked.begin(), sorted_asked.end());
+  for (const auto& dir : {layout::features_dir(output), layout::errors_dir(output)}) {
+    storage::make_dirs(dir);
+    remove_stale_temporaries(dir, sorted_asked);
+  }
   Summary sum;
   sum.shards = static_cast<int>(asked.size());
   std::vector<int> todo;
