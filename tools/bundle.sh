@@ -35,13 +35,13 @@ Options:
   --out DIR                   where the archive goes (default: dist/ in the repository)
   --allow-newer-host          build even when the bundle needs more than Amazon Linux 2023 provides
                               (it then will not start on EMR 7; fine for local Spark tests)
-  --check                     resolve, stage and scan only: report the GLIBC requirement, apply the
-                              gate, write no archive
+  --check                     resolve, stage and scan only: report what the bundle needs from the
+                              host, apply the host check, write no archive
   --force                     rebuild even when the archive is up to date
   -h, --help                  this help
 
 The binary is \$ORCHARD_BUILD/orchard, else build/orchard. An archive newer than the binary and
-this script, built with the same --model, is reused (the GLIBC gate is still applied).
+this script, built with the same --model, is reused (the host check is still applied).
 Needs ldd, objdump, readelf, patchelf (Debian package \`patchelf\`; installed with apt-get when
 missing and running as root), tar and gzip.
 The host check: every symbol a file imports from glibc, libstdc++ or libgcc_s must have a version
