@@ -1,9 +1,16 @@
 # Imported target torch::cpu: LibTorch's headers, libtorch_cpu and libc10, as ./setup.sh unpacks
 # them from PyPI's torch wheel into ORCHARD_LIBTORCH (the wheel's layout: torch/include, torch/lib).
-set(ORCHARD_LIBTORCH "${CMAKE_SOURCE_DIR}/.deps/libtorch-2.15.0" CACHE PATH
-    "LibTorch unpacked from the torch wheel by ./setup.sh")
+# ./setup.sh passes it; a plain `cmake` takes the one .deps/libtorch-* there is (the version is
+# pinned in setup.sh only).
+file(GLOB _libtorch_dirs LIST_DIRECTORIES true "${CMAKE_SOURCE_DIR}/.deps/libtorch-*")
+list(LENGTH _libtorch_dirs _n)
+set(_libtorch_default "")
+if(_n EQUAL 1)
+  set(_libtorch_default "${_libtorch_dirs}")
+endif()
+set(ORCHARD_LIBTORCH "${_libtorch_default}" CACHE PATH "LibTorch unpacked from the torch wheel by ./setup.sh")
 if(NOT EXISTS "${ORCHARD_LIBTORCH}/torch/lib/libtorch_cpu.so")
-  message(FATAL_ERROR "${ORCHARD_LIBTORCH}: no torch/lib/libtorch_cpu.so; run ./setup.sh, which unpacks LibTorch there")
+  message(FATAL_ERROR "ORCHARD_LIBTORCH='${ORCHARD_LIBTORCH}' holds no torch/lib/libtorch_cpu.so: run ./setup.sh, which unpacks LibTorch into .deps/ and passes it")
 endif()
 set(_torch_lib "${ORCHARD_LIBTORCH}/torch/lib")
 add_library(torch::c10 SHARED IMPORTED)

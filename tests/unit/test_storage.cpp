@@ -733,6 +733,9 @@ TEST(Layout, PartNamesRoundTrip) {
   EXPECT_TRUE(ly::is_temporary(tmp));
   EXPECT_FALSE(ly::is_temporary("part-00007.parquet"));
   EXPECT_EQ(ly::parse_part(base_name(tmp)), std::nullopt) << "a temporary is never taken for a part";
+  EXPECT_EQ(ly::parse_temporary_part(base_name(tmp)), 7) << "but it names the shard it is for";
+  EXPECT_EQ(ly::parse_temporary_part("part-00007.parquet"), std::nullopt);
+  EXPECT_EQ(ly::parse_temporary_part("_SUCCESS.tmp-1-0"), std::nullopt);
 }
 
 }  // namespace

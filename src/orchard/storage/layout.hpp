@@ -66,14 +66,15 @@ inline storage::Location pca_part(const storage::Location& out, int shard) {
 }
 
 // A temporary name for a local file being written: final + ".tmp-PID-N".
+inline constexpr const char* kTemporaryMark = ".tmp-";
 inline std::string temporary_name(const std::string& final_path, long pid, int n) {
-  return final_path + ".tmp-" + std::to_string(pid) + "-" + std::to_string(n);
+  return final_path + kTemporaryMark + std::to_string(pid) + "-" + std::to_string(n);
 }
 // True for a name made by temporary_name (being written, or left behind by a killed run).
-inline bool is_temporary(const std::string& name) { return name.find(".tmp-") != std::string::npos; }
+inline bool is_temporary(const std::string& name) { return name.find(kTemporaryMark) != std::string::npos; }
 // The shard of a temporary part name ("part-00007.parquet.tmp-PID-N" -> 7), or nothing.
 inline std::optional<int> parse_temporary_part(const std::string& name) {
-  const auto at = name.find(".tmp-");
+  const auto at = name.find(kTemporaryMark);
   return at == std::string::npos ? std::nullopt : parse_part(name.substr(0, at));
 }
 
