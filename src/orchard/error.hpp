@@ -23,14 +23,22 @@ class Error : public std::runtime_error {
   static Error bad_input(const std::string& what) { return Error(what, Kind::kBadInput); }
   static Error not_found(const std::string& what) { return Error(what, Kind::kNotFound); }
   static Error storage(const std::string& what) { return Error(what, Kind::kStorage); }
+  // A store failure whose retries are spent: an outer retry loop passes it on instead of retrying.
+  static Error storage_given_up(const std::string& what) {
+    Error e(what, Kind::kStorage);
+    e.given_up_ = true;
+    return e;
+  }
 
   Kind kind() const { return kind_; }
   bool is_bad_input() const { return kind_ == Kind::kBadInput; }
   bool is_not_found() const { return kind_ == Kind::kNotFound; }
   bool is_storage() const { return kind_ == Kind::kStorage; }
+  bool retries_spent() const { return given_up_; }
 
  private:
   Kind kind_;
+  bool given_up_ = false;
 };
 
 }  // namespace orchard

@@ -728,14 +728,22 @@ TEST(Layout, PartNamesRoundTrip) {
   EXPECT_EQ(ly::feature_part(st::open("/o"), 7).display(), "/o/features/part-00007.parquet");
   EXPECT_EQ(ly::error_part(st::open("/o"), 7).display(), "/o/errors/part-00007.parquet");
   EXPECT_EQ(ly::pca_part(st::open("/o"), 7).display(), "/o/pca_features/part-00007.parquet");
-  const auto tmp = ly::temporary_name("/o/features/part-00007.parquet", 4242, 3);
-  EXPECT_EQ(tmp, "/o/features/part-00007.parquet.tmp-4242-3");
+  const auto tmp = ly::temporary_name("/o/features/part-00007.parquet", "ip-10-0-0-7.ec2", 4242, 3);
+  EXPECT_EQ(tmp, "/o/features/part-00007.parquet.tmp-ip-10-0-0-7.ec2-4242-3");
   EXPECT_TRUE(ly::is_temporary(tmp));
   EXPECT_FALSE(ly::is_temporary("part-00007.parquet"));
   EXPECT_EQ(ly::parse_part(base_name(tmp)), std::nullopt) << "a temporary is never taken for a part";
-  EXPECT_EQ(ly::parse_temporary_part(base_name(tmp)), 7) << "but it names the shard it is for";
-  EXPECT_EQ(ly::parse_temporary_part("part-00007.parquet"), std::nullopt);
-  EXPECT_EQ(ly::parse_temporary_part("_SUCCESS.tmp-1-0"), std::nullopt);
+  const auto w = ly::parse_temporary(base_name(tmp));
+  ASSERT_TRUE(w) << "a temporary names its writer";
+  EXPECT_EQ(w->shard, 7);
+  EXPECT_EQ(w->host, "ip-10-0-0-7.ec2") << "host names may hold '-'";
+  EXPECT_EQ(w->pid, 4242);
+  const auto success = ly::parse_temporary("_SUCCESS.tmp-h-1-0");
+  ASSERT_TRUE(success);
+  EXPECT_EQ(success->shard, -1) << "not a part";
+  for (const std::string bad : {"part-00007.parquet", "part-00007.parquet.tmp-4242-3", "part-00007.parquet.tmp-h-x-3",
+                                "part-00007.parquet.tmp-h-1-", "part-00007.parquet.tmp--1-2"})
+    EXPECT_EQ(ly::parse_temporary(bad), std::nullopt) << bad;
 }
 
 }  // namespace

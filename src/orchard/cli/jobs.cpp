@@ -2,12 +2,14 @@
 
 #include <arrow/util/config.h>
 #include <torch/version.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "orchard/dataset/manifest.hpp"
@@ -33,8 +35,9 @@ void run_featurize(const FeaturizeArgs& a) {
   const auto input = storage::open(a.input);
   const auto output = storage::open(a.output);
   const std::string model_pt = model::resolve(a.model);
-  remove_success(output);
-  const auto manifest = dataset::plan(input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size});
+  const auto manifest = dataset::plan(
+      input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, model::model_fingerprint(model_pt)});
+  remove_success(output);  // only now: a rejected rerun leaves a finished OUTPUT finished
   std::fprintf(stderr, "featurize: %zu images in %d shards, model %s\n", manifest.items.size(),
                manifest.num_shards(), model_pt.c_str());
   const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, a.io_depth, !a.quiet});
@@ -54,8 +57,10 @@ void run_featurize(const FeaturizeArgs& a) {
 
 void run_pca(const PcaArgs& a) {
   const auto output = storage::open(a.output);
-  remove_success(output);  // the job's outputs change: it is no longer a validated, complete run
-  const auto s = pca::run_job(output, {a.variance, a.k, a.center, a.csv, 0});
+  pca::JobOptions o{a.variance, a.k, a.center, a.csv, 0};
+  // Once the checks and the moments pass are done, before pca/ changes: no longer a validated run.
+  o.before_writing = [&] { remove_success(output); };
+  const auto s = pca::run_job(output, o);
   std::fprintf(stderr, "pca: %lld rows, k = %d (%.2f%% of the variance), fit %.1fs, transform %.1fs\n",
                static_cast<long long>(s.rows), s.k, 100 * s.cumulative, s.fit_seconds, s.transform_seconds);
   nlohmann::json j = {{"rows", s.rows}, {"k", s.k}, {"cumulative_explained_variance", s.cumulative},
@@ -103,6 +108,7 @@ void run_all(const FeaturizeArgs& f, PcaArgs p) {
   using Clock = std::chrono::steady_clock;
   auto secs = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   const auto t0 = Clock::now();
+  pca::check_options({p.variance, p.k, p.center, p.csv, 0});  // before hours of featurizing, not after
   run_featurize(f);
   const double t_featurize = secs(t0);
   auto t = Clock::now();
@@ -127,8 +133,9 @@ void run_all(const FeaturizeArgs& f, PcaArgs p) {
 void run_plan(const FeaturizeArgs& a) {
   const auto input = storage::open(a.input);
   const auto output = storage::open(a.output);
+  const std::string fingerprint = a.model.empty() ? "" : model::model_fingerprint(model::resolve(a.model));
+  const auto m = dataset::plan(input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, fingerprint});
   remove_success(output);
-  const auto m = dataset::plan(input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size});
   nlohmann::json finished = nlohmann::json::array();
   for (int s : pca::feature_shards(output))
     if (s < m.num_shards()) finished.push_back(s);
@@ -147,6 +154,7 @@ void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards) {
   const auto input = storage::open(manifest.options.input);
   const auto list = dataset::parse_shard_list(shards, manifest.num_shards());
   const std::string model_pt = model::resolve(a.model);
+  dataset::check_model(manifest, model::model_fingerprint(model_pt), output);
   const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, a.io_depth, !a.quiet}, list);
   const double total = std::chrono::duration<double>(Clock::now() - t0).count();
   nlohmann::json j = {{"shards", list}, {"images", s.images}, {"embedded", s.embedded}, {"errors", s.failed},
@@ -160,21 +168,34 @@ void run_moments(const std::string& output_uri, const std::string& shards, const
   const auto available = pca::feature_shards(output);
   const int n = available.empty() ? 0 : available.back() + 1;
   const auto list = dataset::parse_shard_list(shards, n);
+  if (list.empty()) throw Error("--shards '" + shards + "' names no shard");
   for (int s : list)
     if (!std::binary_search(available.begin(), available.end(), s))
       throw Error(layout::feature_part(output, s).display() + " is missing; featurize that shard first");
   const auto m = pca::part_moments(output, list, threads);
-  pca::write_moments(storage::open(out), m);
-  std::printf("%s\n", nlohmann::json({{"shards", list}, {"rows", m.count}, {"file", storage::redact(out)}}).dump().c_str());
+  const auto file = out.empty() ? layout::moments_part(output, list.front()) : storage::open(out);
+  pca::write_moments(file, m);
+  nlohmann::json j = {{"shards", list}, {"rows", m.count}, {"file", storage::redact(file.display())}};
+  if (out.empty()) j["part"] = list.front();
+  std::printf("%s\n", j.dump().c_str());
 }
 
-void run_fit(const PcaArgs& a, const std::vector<std::string>& moments) {
+void run_fit(const PcaArgs& a, const std::vector<std::string>& moments, const std::string& moments_parts) {
   const auto output = storage::open(a.output);
-  remove_success(output);
+  pca::check_options({a.variance, a.k, a.center, "", 0});
+  if (moments.empty() == moments_parts.empty())
+    throw Error("fit: give either --moments FILE... or --moments-parts LIST (the parts `orchard moments` wrote)");
+  std::vector<storage::Location> files;
+  for (const auto& f : moments) files.push_back(storage::open(f));
+  for (int p : dataset::parse_shard_list(moments_parts, std::numeric_limits<int>::max()))
+    files.push_back(layout::moments_part(output, p));
   pca::Moments all;
-  for (const auto& f : moments) all.merge(pca::read_moments(storage::open(f)));
+  for (const auto& f : files) all.merge(pca::read_moments(f));
+  remove_success(output);  // OUTPUT's pca/ is about to change
   pca::JobSummary s;
   pca::fit_and_save(output, all, {a.variance, a.k, a.center, "", 0}, s);
+  if (!moments_parts.empty())  // consumed: a rerun of the driver computes them again
+    for (const auto& f : files) storage::remove(f);
   std::fprintf(stderr, "fit: %lld rows, k = %d (%.2f%% of the variance)\n", static_cast<long long>(s.rows), s.k,
                100 * s.cumulative);
   std::printf("%s\n", nlohmann::json({{"rows", s.rows}, {"k", s.k}, {"cumulative_explained_variance", s.cumulative}})
@@ -220,8 +241,11 @@ void run_prepare_model(const std::string& weights, const std::string& out) {
   if (out.empty()) {
     const std::string def = model::cache_dir() + "/default.pt";
     std::error_code ec;
-    std::filesystem::copy_file(path, def + ".tmp", std::filesystem::copy_options::overwrite_existing, ec);
-    if (!ec) std::filesystem::rename(def + ".tmp", def, ec);
+    const std::string tmp = layout::temporary_name(def, storage::host_name(), ::getpid(), 0);  // one per process
+    std::filesystem::copy_file(path, tmp, std::filesystem::copy_options::overwrite_existing, ec);
+    if (!ec) std::filesystem::rename(tmp, def, ec);
+    std::error_code ignored;
+    if (ec) std::filesystem::remove(tmp, ignored);
     if (ec) throw Error(def + ": cannot write the default model (" + ec.message() + "); set ORCHARD_CACHE to a writable folder");
   }
   std::printf("%s\n", path.c_str());

@@ -46,7 +46,8 @@ void run_all(const FeaturizeArgs& f, PcaArgs p);
 // The steps of a distributed run (spark/orchard_spark.py), each the same stage code as `run`.
 // Each prints one JSON object on stdout for the driver.
 
-// `orchard plan`: lists INPUT and writes OUTPUT/_manifest.parquet (or checks the one there);
+// `orchard plan`: lists INPUT and writes OUTPUT/_manifest.parquet (or checks the one there),
+// recording the fingerprint of --model when given (a.model);
 // prints {"images", "shards", "finished": [shards whose features part exists], "input"}.
 void run_plan(const FeaturizeArgs& a);
 
@@ -54,11 +55,13 @@ void run_plan(const FeaturizeArgs& a);
 // process (the model loaded once), skipping finished ones; prints the counts and timings.
 void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards);
 
-// `orchard moments OUTPUT --shards LIST --out FILE`: PCA moments of those features parts.
+// `orchard moments OUTPUT --shards LIST [--out FILE]`: PCA moments of those features parts, written
+// to FILE or to OUTPUT/moments/part-FIRST.parquet; prints {"shards", "rows", "file", "part"}.
 void run_moments(const std::string& output, const std::string& shards, const std::string& out, int threads);
 
-// `orchard fit OUTPUT --moments FILE...`: merges the moments files, fits, writes OUTPUT/pca/.
-void run_fit(const PcaArgs& a, const std::vector<std::string>& moments);
+// `orchard fit OUTPUT --moments FILE... | --moments-parts LIST`: merges the moments files (or
+// OUTPUT/moments/part-N for N in LIST, deleted once the fit is saved), fits, writes OUTPUT/pca/.
+void run_fit(const PcaArgs& a, const std::vector<std::string>& moments, const std::string& moments_parts);
 
 // `orchard project OUTPUT --shards LIST`: projects those features parts with OUTPUT/pca/model.parquet.
 void run_project(const std::string& output, const std::string& shards, int threads);

@@ -10,6 +10,25 @@
 #include "orchard/model/shape.hpp"
 #include "orchard/storage/storage.hpp"
 
+namespace {
+// A command-line usage error: the reason, the usage line of the (sub)command and the --help hint
+// on stderr, exit status 2 (as POSIX utilities and argparse do).
+int usage_error(const CLI::App& app, const CLI::ParseError& e) {
+  const CLI::App* where = &app;
+  std::string name = app.get_name();
+  while (!where->get_subcommands().empty()) {
+    where = where->get_subcommands().front();
+    name += " " + where->get_name();
+  }
+  std::string usage;
+  if (const auto f = std::dynamic_pointer_cast<CLI::Formatter>(where->get_formatter()))
+    usage = f->make_usage(where, name);
+  while (!usage.empty() && usage.back() == '\n') usage.pop_back();
+  std::fprintf(stderr, "orchard: %s\n%s\nRun `%s --help` for more information.\n", e.what(), usage.c_str(), name.c_str());
+  return 2;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace orchard::cli;
   CLI::App app{
@@ -84,6 +103,8 @@ int main(int argc, char** argv) {
   plan->add_option("--glob", fa.glob, "file-name pattern, as Spark's pathGlobFilter")->capture_default_str();
   plan->add_option("--limit", fa.limit, "only the first N files in path order (0 = all)")->capture_default_str();
   plan->add_option("--shard-size", fa.shard_size, "images per output part")->capture_default_str()->check(CLI::Range(1, 20000));
+  plan->add_option("--model", fa.model, "the model the shards will be featurized with (its fingerprint is recorded, "
+                                        "so that no task mixes in another model)");
   plan->callback([&] { run_plan(fa); });
 
   auto* fshards = app.add_subcommand(
@@ -100,15 +121,17 @@ int main(int argc, char** argv) {
   auto* mom = app.add_subcommand("moments", "step: PCA moments (count, sum, packed Gram) of some features parts");
   mom->add_option("OUTPUT", target, "an OUTPUT with features/")->required();
   mom->add_option("--shards", shards, "part numbers, e.g. 0-9")->required();
-  mom->add_option("--out", step_out, "the moments file to write (Parquet; local or s3://)")->required();
+  mom->add_option("--out", step_out, "the moments file to write (Parquet; local or s3://; default OUTPUT/moments/part-FIRST.parquet)");
   mom->add_option("--threads", step_threads, "parts read at once (0 = one per core)")->capture_default_str();
   mom->callback([&] { run_moments(target, shards, step_out, step_threads); });
 
   auto* fit = app.add_subcommand("fit", "step: merge moments files, fit PCA, write OUTPUT/pca/");
   fit->add_option("OUTPUT", pa.output, "an OUTPUT with features/")->required();
-  fit->add_option("--moments", moments, "moments files from `orchard moments` (merged)")->required();
+  fit->add_option("--moments", moments, "moments files from `orchard moments --out` (merged)");
+  fit->add_option("--moments-parts", shards,
+                  "part numbers of OUTPUT/moments/ that `orchard moments` wrote, e.g. 0,12,24 (merged, then deleted)");
   add_pca_options(fit);
-  fit->callback([&] { run_fit(pa, moments); });
+  fit->callback([&] { run_fit(pa, moments, shards); });
 
   auto* proj = app.add_subcommand("project", "step: project some features parts with OUTPUT/pca/model.parquet");
   proj->add_option("OUTPUT", target, "an OUTPUT with features/ and pca/")->required();
@@ -135,13 +158,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    rc = app.exit(e);
+    rc = e.get_exit_code() == 0 ? app.exit(e) : usage_error(app, e);  // --help and --version exit 0
   } catch (const orchard::Error& e) {
     std::fprintf(stderr, "orchard: %s\n", orchard::storage::scrub(e.what()).c_str());
     rc = 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // not one of Orchard's (out of memory, a library's): the job could not run
     std::fprintf(stderr, "orchard: unexpected error: %s\n", orchard::storage::scrub(e.what()).c_str());
-    rc = 2;
+    rc = 1;
   }
   orchard::storage::shutdown();  // Arrow requires S3 to be finalised before exit
   return rc;

@@ -3,6 +3,8 @@
 #include <arrow/api.h>
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
 
 #include "orchard/error.hpp"
 #include "orchard/storage/layout.hpp"
@@ -39,8 +41,8 @@ std::vector<Item> list_items(const storage::Location& input, const PlanOptions& 
 
 namespace {
 std::shared_ptr<arrow::KeyValueMetadata> to_metadata(const PlanOptions& o) {
-  return arrow::key_value_metadata({"input", "glob", "limit", "shard_size"},
-                                   {o.input, o.glob, std::to_string(o.limit), std::to_string(o.shard_size)});
+  return arrow::key_value_metadata({"input", "glob", "limit", "shard_size", "model"},
+                                   {o.input, o.glob, std::to_string(o.limit), std::to_string(o.shard_size), o.model});
 }
 
 void write_manifest(const storage::Location& file, const Manifest& m) {
@@ -81,6 +83,7 @@ Manifest load_manifest(const storage::Location& output) {
   } catch (const std::logic_error&) {
     throw Error(file.display() + ": manifest options are not numbers; delete OUTPUT and run again");
   }
+  if (auto model = meta->Get("model"); model.ok()) m.options.model = *model;  // older manifests have none
   if (m.options.shard_size < 1) throw Error(file.display() + ": shard_size < 1; delete OUTPUT and run again");
   auto paths = table::string_column(*t, "path", file.display());
   auto labels = table::string_column(*t, "label", file.display());
@@ -107,6 +110,7 @@ Manifest plan(const storage::Location& input, const storage::Location& output, c
       throw Error(output.display() + " holds a run started with --glob '" + o.glob + "' --limit " +
                   std::to_string(o.limit) + " --shard-size " + std::to_string(o.shard_size) +
                   "; rerun with the same options to resume, or choose a new OUTPUT");
+    check_model(m, options.model, output);
     return m;
   }
   Manifest m{options, list_items(input, options)};
@@ -118,6 +122,13 @@ Manifest plan(const storage::Location& input, const storage::Location& output, c
   return m;
 }
 
+void check_model(const Manifest& m, const std::string& fingerprint, const storage::Location& output) {
+  if (m.options.model.empty() || fingerprint.empty() || m.options.model == fingerprint) return;
+  throw Error(output.display() + " holds embeddings of another model (fingerprint " + m.options.model +
+              ", this --model has " + fingerprint + "); resume with the model it was started with, or choose a new "
+              "OUTPUT for this one");
+}
+
 std::vector<int> parse_shard_list(const std::string& list, int num_shards) {
   std::vector<int> out;
   std::size_t pos = 0;
@@ -126,14 +137,18 @@ std::vector<int> parse_shard_list(const std::string& list, int num_shards) {
     const std::string item = list.substr(pos, comma - pos);
     pos = comma + 1;
     if (item.empty()) continue;
-    int first = -1, last = -1;
-    try {
-      const auto dash = item.find('-');
-      first = std::stoi(item.substr(0, dash));
-      last = dash == std::string::npos ? first : std::stoi(item.substr(dash + 1));
-    } catch (const std::logic_error&) {
-      throw Error("shard list: '" + item + "' is not a shard number or range such as 5-7");
-    }
+    // A whole number, or two joined by one '-': "7" or "5-7" (not "3x", "1-3-5", "-2" or " 4").
+    auto number = [&](const std::string& text) {
+      int v = -1;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) || ec != std::errc() ||
+          end != text.data() + text.size())
+        throw Error("shard list: '" + item + "' is not a shard number or range such as 5-7");
+      return v;
+    };
+    const auto dash = item.find('-');
+    const int first = number(item.substr(0, dash));
+    const int last = dash == std::string::npos ? first : number(item.substr(dash + 1));
     if (first < 0 || last < first || last >= num_shards)
       throw Error("shard list: '" + item + "' is outside 0-" + std::to_string(num_shards - 1) + " (the manifest has " +
                   std::to_string(num_shards) + " shards)");

@@ -20,6 +20,7 @@ struct PlanOptions {
   std::string glob = "*.jpg";
   std::int64_t limit = 0;     // 0 = all; else the first N paths in sorted order
   int shard_size = 1000;
+  std::string model;          // fingerprint of the prepared model (model::fingerprint); "" = not recorded
 };
 
 struct Manifest {
@@ -48,5 +49,9 @@ Manifest load_manifest(const storage::Location& output);
 // Loads OUTPUT/_manifest.parquet when it exists (checking the options match, else throws naming
 // the difference), or lists INPUT and writes it. Throws when INPUT has no matching file.
 Manifest plan(const storage::Location& input, const storage::Location& output, const PlanOptions& options);
+
+// Throws orchard::Error, saying what to do, when the manifest records a model other than
+// `fingerprint` (its vectors would mix with another model's); fine when either is not recorded.
+void check_model(const Manifest& m, const std::string& fingerprint, const storage::Location& output);
 
 }  // namespace orchard::dataset

@@ -1,7 +1,10 @@
 #include "orchard/featurize/featurize.hpp"
 
 #include <ATen/Parallel.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <chrono>
@@ -104,23 +107,52 @@ class ShardRun {
         if (stop_) return;
       }
       const auto& item = manifest_.items[begin_ + i];
-      // A store failure here (after retries) throws: it fails the shard, never an error row.
-      auto buf = storage::read_file(input_.at(item.path), item.size);
+      // A store failure here (after retries) throws: it fails the shard, never an error row. An
+      // input deleted or resized since planning is that input's problem: an error row.
+      std::shared_ptr<arrow::Buffer> buf;
+      std::string why;
+      try {
+        buf = storage::read_file(input_.at(item.path), item.size);
+      } catch (const Error& e) {
+        if (e.is_not_found()) why = "changed since planning: it no longer exists";
+        else if (e.is_bad_input()) why = e.what();
+        else throw;
+      }
       std::lock_guard lock(mu_);
       bytes_[i] = std::move(buf);
+      if (!why.empty()) errors_[i] = std::move(why);
       ready_[i] = 1;
       cv_.notify_all();
     }
   }
 
-  // Takes item i's bytes once they are read; null when the shard is stopping.
-  std::shared_ptr<arrow::Buffer> take(std::size_t i) {
+  // Waits until item i is read; false when the shard is stopping. Then bytes_[i] holds its bytes,
+  // or errors_[i] says why it has none.
+  bool take(std::size_t i, std::shared_ptr<arrow::Buffer>& bytes) {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return stop_ || ready_[i]; });
-    if (stop_) return nullptr;
+    if (stop_) return false;
     ++taken_;
     cv_.notify_all();
-    return std::move(bytes_[i]);
+    bytes = std::move(bytes_[i]);
+    return true;
+  }
+
+  // The error row of item i, whose bytes did not decode: the decoder's reason, unless the file no
+  // longer has its listed size (it was read to that size, so "truncated" would blame the bytes).
+  std::string bad_input_row(std::size_t i, const Error& e) const {
+    const auto& item = manifest_.items[begin_ + i];
+    if (item.size >= 0) {
+      try {
+        if (const auto now = storage::file_size(input_.at(item.path)); now != item.size)
+          return "changed since planning: listed with " + std::to_string(item.size) + " bytes, now " +
+                 std::to_string(now) + "; run on a new OUTPUT to embed its current content";
+      } catch (const Error& gone) {
+        if (!gone.is_not_found()) throw;
+        return "changed since planning: it no longer exists";
+      }
+    }
+    return e.what();
   }
 
   void work_loop() {
@@ -135,14 +167,19 @@ class ShardRun {
       const std::size_t last = std::min(n, first + static_cast<std::size_t>(options_.batch));
       good.clear();
       for (std::size_t i = first; i < last; ++i) {
-        auto bytes = take(i);
-        if (!bytes) return;
-        try {  // only the bytes of this image can fail here: a bad image is an error row
+        std::shared_ptr<arrow::Buffer> bytes;
+        if (!take(i, bytes)) return;
+        if (!bytes) {  // the read found the input gone or resized: errors_[i] says so
+          ++progress_.errors;
+          continue;
+        }
+        try {  // only a bad-input error is this image's fault; anything else fails the shard
           auto rgb = image::decode_to_rgb({bytes->data(), static_cast<std::size_t>(bytes->size())});
           image::to_chw_normalized(image::resize_bicubic(rgb, kSide, kSide), in + good.size() * kPixels);
           good.push_back(i);
-        } catch (const std::exception& e) {
-          errors_[i] = e.what();
+        } catch (const Error& e) {
+          if (!e.is_bad_input()) throw;
+          errors_[i] = bad_input_row(i, e);
           ++progress_.errors;
         }
       }
@@ -185,13 +222,17 @@ class ShardRun {
 };
 
 // Deletes the half-written local parts of `shards` (sorted) that a killed run left (they never had
-// their final name; an object store never has any). Only those shards': other processes, such as
-// the other Spark tasks of the run, may be writing theirs in the same folder right now.
+// their final name; an object store never has any): only those written on this host by a process
+// that no longer runs. Another process (a concurrent or speculative Spark attempt, here or on
+// another machine sharing the folder) may be writing its own right now.
 void remove_stale_temporaries(const storage::Location& dir, const std::vector<int>& shards) {
   if (dir.object_store()) return;
   for (const auto& f : storage::list_dir(dir)) {
-    const auto shard = f.IsFile() ? layout::parse_temporary_part(f.base_name()) : std::nullopt;
-    if (shard && std::binary_search(shards.begin(), shards.end(), *shard)) storage::remove(dir.at(f.path()));
+    const auto w = f.IsFile() ? layout::parse_temporary(f.base_name()) : std::nullopt;
+    if (!w || !std::binary_search(shards.begin(), shards.end(), w->shard) || w->host != storage::host_name()) continue;
+    // This process writes nothing yet: a temporary with its pid is an earlier process's (pid reused).
+    const bool gone = w->pid == ::getpid() || (::kill(static_cast<pid_t>(w->pid), 0) != 0 && errno == ESRCH);
+    if (gone) storage::remove(dir.at(f.path()));
   }
 }
 

@@ -11,10 +11,12 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
 
 // jpeglib.h needs FILE and size_t declared before it.
 #include <jpeglib.h>
+#include <jerror.h>
 #include <png.h>
 
 #include "orchard/error.hpp"
@@ -229,6 +231,7 @@ class JpegDecoder {
           "\"image file is truncated\"); re-download or re-export the file");
     }
     if (stage == Stage::kFailed) {
+      if (state_.err.pub.msg_code == JERR_OUT_OF_MEMORY) throw std::bad_alloc();  // not the image's fault
       throw Error::bad_input(std::string("corrupt JPEG (libjpeg error while ") + what +
                   "): " + state_.err.message + "; re-export the file");
     }
@@ -416,7 +419,7 @@ class PngDecoder {
     if (png_) info_ = png_create_info_struct(png_);
     if (!png_ || !info_) {
       png_destroy_read_struct(&png_, nullptr, nullptr);
-      throw Error::bad_input("out of memory creating the PNG decoder");
+      throw std::bad_alloc();  // the machine's problem, not the image's: it fails the shard
     }
   }
   ~PngDecoder() { png_destroy_read_struct(&png_, info_ ? &info_ : nullptr, nullptr); }
@@ -475,6 +478,8 @@ class PngDecoder {
           "PNG is truncated: the file ends before the image data is complete; re-download or "
           "re-export the file");
     }
+    if (std::strstr(reader_.message, "Out of memory") || std::strstr(reader_.message, "out of memory"))
+      throw std::bad_alloc();  // libpng's allocation failed: not the image's fault
     throw Error::bad_input(std::string("corrupt PNG (libpng: ") + reader_.message + "); re-export the file");
   }
 

@@ -15,12 +15,20 @@ std::string cache_dir();
 // weights fingerprint. A .pt input is returned as is. Throws orchard::Error naming the input.
 std::string prepare(const std::string& weights, const std::string& out_path = "");
 
-// Copies a remote model (s3://.../x.pt or .h5) into the cache once and returns the local path.
+// Copies a remote model (s3://.../x.pt or .h5) into the cache and returns the local path; a copy
+// already cached for the object's size and modification time is reused after one HEAD.
 std::string fetch_remote(const std::string& uri);
 
-// Resolves --model (a local or s3:// weights file, a .npy folder or a .pt): empty means the cache's
-// default.pt (written by `orchard prepare-model`). Returns a prepared .pt path.
+// Resolves --model (a local path or file:// URI, or an s3:// weights file; a .npy folder, .h5 or
+// .pt): empty means the cache's default.pt (written by `orchard prepare-model`). Returns a
+// prepared .pt path.
 std::string resolve(const std::string& model_option);
+
+// What a prepared model computes, as text: engine, graph version and weights fingerprint
+// ("libtorch:mobilenet_v2-g1-<16 hex>", recorded inside the .pt by prepare; "file:<16 hex>" of the
+// bytes for a .pt prepared before). The manifest records it, so that a rerun never mixes two
+// models' vectors in one OUTPUT. Throws orchard::Error when the file is not a prepared model.
+std::string model_fingerprint(const std::string& pt_path);
 
 class Embedder {
  public:

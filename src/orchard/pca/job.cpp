@@ -2,7 +2,10 @@
 
 #include <arrow/api.h>
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
+#include <exception>
 #include <chrono>
 #include <cstdio>
 #include <mutex>
@@ -11,6 +14,7 @@
 
 #include <cblas.h>
 
+#include "orchard/dataset/manifest.hpp"
 #include "orchard/error.hpp"
 #include "orchard/threads.hpp"
 #include "orchard/model/shape.hpp"
@@ -27,26 +31,28 @@ constexpr std::int64_t kBatchRows = 4096;  // rows in memory per thread (~20 MB 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Runs f(part index) over the parts on `threads` threads; rethrows the first error.
+// Runs f(part index) over the parts on `threads` threads; rethrows the first error as it was
+// thrown (its kind intact: a store failure stays a store failure).
 template <typename F>
 void parallel_parts(std::size_t n, int threads, F&& f) {
   std::atomic<std::size_t> next{0};
   std::mutex mu;
-  std::string error;
+  std::exception_ptr error;
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&, t] {
       for (std::size_t i; (i = next.fetch_add(1)) < n;) {
         try {
           f(i, t);
-        } catch (const std::exception& e) {
+        } catch (...) {
           std::lock_guard lock(mu);
-          if (error.empty()) error = e.what();
+          if (!error) error = std::current_exception();
           next = n;
         }
       }
     });
   for (auto& p : pool) p.join();
-  if (!error.empty()) throw Error(error);
+  if (error) std::rethrow_exception(error);
 }
 
 // RFC 4180 field: quoted, inner quotes doubled.
@@ -60,6 +66,13 @@ std::string format_double(double v) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", v);
   return buf;
+}
+
+// The shortest text that reads back as the same float (as pandas and Python's repr write it).
+std::string shortest(float v) {
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : format_double(v);
 }
 
 void write_explained_variance(const storage::Location& file, const Fit& f) {
@@ -145,6 +158,9 @@ SavedModel read_model(const storage::Location& file) {
   const auto& outer = static_cast<const arrow::ListArray&>(*comps);
   const auto& rows = static_cast<const arrow::ListArray&>(*outer.values());
   const auto& v = static_cast<const arrow::DoubleArray&>(*rows.values());
+  if (m.k < 1 || m.k != outer.value_length(0))
+    throw Error(name + ": k = " + std::to_string(m.k) + " but it holds " + std::to_string(outer.value_length(0)) +
+                " components; rerun `orchard pca`");
   for (std::int64_t r = outer.value_offset(0); r < outer.value_offset(0) + outer.value_length(0); ++r) {
     if (rows.value_length(r) != m.dim)
       throw Error(name + ": component " + std::to_string(r) + " has " + std::to_string(rows.value_length(r)) +
@@ -220,16 +236,30 @@ Moments read_moments(const storage::Location& file) {
   return all;
 }
 
+void check_options(const JobOptions& o) {
+  if (o.k < 0 || o.k > kDim)
+    throw Error("--k " + std::to_string(o.k) + " is outside 1-" + std::to_string(kDim) + " (the features' width)");
+  if (o.k == 0 && !(o.variance > 0 && o.variance <= 1))
+    throw Error("--variance " + format_double(o.variance) + " is outside (0, 1]; give a share such as 0.90");
+}
+
+void check_complete(const storage::Location& output, const std::vector<int>& feature_shards) {
+  const auto manifest = dataset::load_manifest(output);
+  std::vector<int> missing;
+  for (int s = 0; s < manifest.num_shards(); ++s)
+    if (!std::binary_search(feature_shards.begin(), feature_shards.end(), s)) missing.push_back(s);
+  if (missing.empty()) return;
+  throw Error(layout::features_dir(output).display() + " is incomplete: " + std::to_string(missing.size()) + " of " +
+              std::to_string(manifest.num_shards()) + " shards are not featurized (the first: " +
+              layout::part_name(missing.front()) + "); finish them with `orchard featurize " + manifest.options.input +
+              " " + output.display() + "` and the options it was started with, then run `orchard pca` again");
+}
+
 SavedModel fit_and_save(const storage::Location& output, const Moments& m, const JobOptions& o, JobSummary& s) {
+  check_options(o);
   const Fit f = fit(m);
   s.rows = f.count;
-  if (o.k > 0) {
-    if (o.k > f.dim) throw Error("--k " + std::to_string(o.k) + " is larger than the " + std::to_string(f.dim) + " features");
-    s.k = o.k;
-  } else {
-    if (!(o.variance > 0 && o.variance <= 1)) throw Error("--variance must be in (0, 1], e.g. 0.90");
-    s.k = choose_k(f, o.variance);
-  }
+  s.k = o.k > 0 ? o.k : choose_k(f, o.variance);
   storage::make_dirs(layout::pca_dir(output));
   write_explained_variance(layout::explained_variance(output), f);
   write_model(layout::pca_model(output), f, s.k, o.center);
@@ -255,8 +285,8 @@ void project_parts(const storage::Location& output, const SavedModel& model, con
   storage::make_dirs(out_dir);
   std::vector<std::string> csv_chunks(shards.size());
   parallel_parts(shards.size(), threads, [&](std::size_t i, int) {
-    std::ostringstream csv;
     table::write_vectors_streamed(layout::pca_part(output, shards[i]), "pca", [&](const table::EmitFn& emit) {
+      std::string csv;  // this attempt's rows: a retried write starts again from none
       table::VectorRows out;
       table::for_each_batch(layout::feature_part(output, shards[i]), "features", model.dim, kBatchRows,
                             [&](const table::VectorRows& rows) {
@@ -268,26 +298,30 @@ void project_parts(const storage::Location& output, const SavedModel& model, con
         emit(out);
         if (csv_rows)
           for (std::size_t r = 0; r < out.size(); ++r) {
-            csv << csv_quote(out.paths[r]) << ',' << csv_quote(out.labels[r]);
-            for (int j = 0; j < k; ++j) csv << ',' << out.values[r * k + j];
-            csv << '\n';
+            csv += csv_quote(out.paths[r]) + ',' + csv_quote(out.labels[r]);
+            for (int j = 0; j < k; ++j) csv += ',' + shortest(out.values[r * k + j]);
+            csv += '\n';
           }
       });
+      if (csv_rows) csv_chunks[i] = std::move(csv);
     });
-    if (csv_rows) csv_chunks[i] = csv.str();
   });
   if (csv_rows)
     for (auto& c : csv_chunks) csv_rows->push_back(std::move(c));
 }
 
 JobSummary run_job(const storage::Location& output, const JobOptions& o) {
+  check_options(o);
   const auto shards = feature_shards(output);
   if (shards.empty())
     throw Error(layout::features_dir(output).display() + ": no part files; run `orchard featurize INPUT " +
                 output.display() + "` first");
+  check_complete(output, shards);
   JobSummary s;
   auto t0 = Clock::now();
-  const auto model = fit_and_save(output, part_moments(output, shards, o.threads), o, s);
+  const auto moments = part_moments(output, shards, o.threads);
+  if (o.before_writing) o.before_writing();
+  const auto model = fit_and_save(output, moments, o, s);
   s.fit_seconds = since(t0);
   t0 = Clock::now();
   std::vector<std::string> csv_rows;

@@ -3,6 +3,7 @@
 // over tasks: moments of some features parts -> fit of the merged moments (on one machine) ->
 // projection of some parts with the saved model.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,15 @@ struct JobOptions {
   bool center = false;     // mean-centred scores instead of MLlib's uncentred projection
   std::string csv;         // also write path,label,pca_1..pca_k to this CSV file (in-process run only)
   int threads = 0;         // parts read in parallel; 0 = all cores
+  std::function<void()> before_writing;  // run_job calls it once checks and moments are done, before pca/ changes
 };
+
+// Throws orchard::Error naming the option when o cannot give a fit (--variance outside (0, 1], --k < 0).
+void check_options(const JobOptions& o);
+
+// Throws orchard::Error naming the missing shards and the command that makes them when OUTPUT's
+// features/ lacks a part of its manifest's plan (a PCA must never fit a subset silently).
+void check_complete(const storage::Location& output, const std::vector<int>& feature_shards);
 
 struct JobSummary {
   std::int64_t rows = 0;
@@ -62,7 +71,8 @@ SavedModel fit_and_save(const storage::Location& output, const Moments& m, const
 void project_parts(const storage::Location& output, const SavedModel& model, const std::vector<int>& shards,
                    int threads, std::vector<std::string>* csv_rows = nullptr);
 
-// `orchard pca`: every step in this process, then the CSV when options.csv is set.
+// `orchard pca`: checks (options, a complete features/), every step in this process, then the CSV
+// when options.csv is set.
 JobSummary run_job(const storage::Location& output, const JobOptions& options);
 
 }  // namespace orchard::pca

@@ -11,13 +11,15 @@
 #include <vector>
 
 #include "orchard/error.hpp"
+#include "orchard/storage/region.hpp"
 #include "orchard/storage/storage.hpp"
 
 namespace orchard::storage::s3 {
 namespace {
 
 std::mutex mu;
-std::map<std::string, std::shared_ptr<arrow::fs::FileSystem>> filesystems;  // by access key
+std::map<std::pair<std::string, std::string>, std::shared_ptr<arrow::fs::FileSystem>> filesystems;  // by key, region
+std::map<std::string, std::string> bucket_regions;  // found (not configured) regions, by bucket
 std::vector<std::string> secrets;
 bool initialised = false;
 
@@ -65,10 +67,34 @@ std::string profile_region() {
   return "";
 }
 
-std::string region() {
+// The region set in the environment: AWS_REGION, AWS_DEFAULT_REGION, the profile's; or "".
+std::string configured_region() {
   for (const char* v : {"AWS_REGION", "AWS_DEFAULT_REGION"})
     if (!env(v).empty()) return env(v);
   return profile_region();
+}
+
+std::string endpoint_url() {
+  std::string endpoint = env("AWS_ENDPOINT_URL_S3");
+  if (endpoint.empty()) endpoint = env("AWS_ENDPOINT_URL");
+  if (!endpoint.empty() && endpoint.find("://") == std::string::npos)
+    throw Error("AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL = '" + endpoint +
+                "' has no scheme; write it as http://HOST:PORT or https://HOST");
+  return endpoint;
+}
+
+// The region to sign for: an explicit setting always wins; else the bucket's region as the store
+// reports it (HeadBucket's x-amz-bucket-region), else the EC2 instance's. Called under mu.
+std::string region_for(const std::string& bucket, const std::string& endpoint) {
+  if (auto r = configured_region(); !r.empty()) return r;
+  if (auto it = bucket_regions.find(bucket); it != bucket_regions.end()) return it->second;
+  auto found = region::from_store(bucket, endpoint);
+  if (!found) found = region::from_instance_metadata();
+  if (!found)
+    throw Error("s3://" + bucket + ": no AWS region configured, and neither the store nor EC2 instance metadata "
+                "told it; set AWS_REGION (e.g. eu-west-3, the bucket's region) or `region` in ~/.aws/config for "
+                "your AWS_PROFILE");
+  return bucket_regions[bucket] = *found;
 }
 
 }  // namespace
@@ -110,25 +136,19 @@ Uri parse(const std::string& uri) {
 
 std::shared_ptr<arrow::fs::FileSystem> filesystem(const Uri& uri) {
   std::lock_guard lock(mu);
-  auto& fs = filesystems[uri.access_key];
-  if (fs) return fs;
   if (!initialised) {  // the AWS SDK must be up before any S3Options is made
     check(arrow::fs::EnsureS3Initialized(), "initialising S3");
     initialised = true;
   }
+  const std::string endpoint = endpoint_url();
+  const std::string region = region_for(uri.bucket, endpoint);
+  auto& fs = filesystems[{uri.access_key, region}];
+  if (fs) return fs;
   arrow::fs::S3Options o = uri.access_key.empty() ? arrow::fs::S3Options::Defaults()
                                                   : arrow::fs::S3Options::FromAccessKey(uri.access_key, uri.secret_key);
-  o.region = region();
-  if (o.region.empty())
-    throw Error("s3://" + uri.bucket + ": no AWS region configured; set AWS_REGION (e.g. eu-west-3, the bucket's "
-                "region) or `region` in ~/.aws/config for your AWS_PROFILE");
-  std::string endpoint = env("AWS_ENDPOINT_URL_S3");
-  if (endpoint.empty()) endpoint = env("AWS_ENDPOINT_URL");
+  o.region = region;
   if (!endpoint.empty()) {
     const auto sep = endpoint.find("://");
-    if (sep == std::string::npos)
-      throw Error("AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL = '" + endpoint +
-                  "' has no scheme; write it as http://HOST:PORT or https://HOST");
     o.scheme = endpoint.substr(0, sep);
     o.endpoint_override = endpoint.substr(sep + 3);
     while (!o.endpoint_override.empty() && o.endpoint_override.back() == '/') o.endpoint_override.pop_back();
@@ -152,6 +172,7 @@ std::vector<std::string> uri_secrets() {
 void finalize() {
   std::lock_guard lock(mu);
   filesystems.clear();
+  bucket_regions.clear();
   if (initialised) (void)arrow::fs::EnsureS3Finalized();
   initialised = false;
 }

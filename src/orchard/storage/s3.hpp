@@ -18,10 +18,11 @@ struct Uri {
 // Parses an s3:// URI. Throws orchard::Error (keys redacted) when it is not one.
 Uri parse(const std::string& uri);
 
-// The S3 filesystem for these credentials (the default chain when the URI has none), configured
-// from the environment: region from AWS_REGION, AWS_DEFAULT_REGION or the profile in
-// ~/.aws/config (AWS_PROFILE, AWS_CONFIG_FILE); endpoint from AWS_ENDPOINT_URL_S3 or
-// AWS_ENDPOINT_URL. Throws orchard::Error saying what to set when no region is configured.
+// The S3 filesystem for these credentials (the default chain when the URI has none) and the
+// bucket's region: AWS_REGION, AWS_DEFAULT_REGION or the profile in ~/.aws/config (AWS_PROFILE,
+// AWS_CONFIG_FILE) when set, else the region the store reports for the bucket, else the EC2
+// instance's (storage/region.hpp); endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL.
+// Throws orchard::Error saying what to set when no region can be found.
 std::shared_ptr<arrow::fs::FileSystem> filesystem(const Uri& uri);
 
 // Secrets given in URIs so far (for scrub()).

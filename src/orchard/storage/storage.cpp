@@ -56,7 +56,7 @@ std::string hint(Cause c) {
 bool transient(const Error& e) {
   const std::string m = e.what();
   const Cause c = cause_of(m);
-  return e.is_storage() && c != Cause::kDenied && c != Cause::kNoBucket && c != Cause::kWrongRegion &&
+  return e.is_storage() && !e.retries_spent() && c != Cause::kDenied && c != Cause::kNoBucket && c != Cause::kWrongRegion &&
          !contains(m, "HTTP status 404");
 }
 
@@ -88,8 +88,8 @@ void with_retries(const std::string& what, const std::function<void()>& f) {
     } catch (const Error& e) {
       if (!transient(e)) throw;
       if (attempt >= attempts)
-        throw Error::storage(std::string(e.what()) + " [gave up on " + what + " after " + std::to_string(attempts) +
-                             " attempts; rerun to resume once the store recovers]");
+        throw Error::storage_given_up(std::string(e.what()) + " [gave up on " + what + " after " +
+                                      std::to_string(attempts) + " attempts; rerun to resume once the store recovers]");
     }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
@@ -191,6 +191,20 @@ std::vector<arrow::fs::FileInfo> list_dir(const Location& folder) {
   return out;
 }
 
+namespace {
+// After a read of a listed file went wrong: kBadInput when the file is no longer the size it was
+// listed with (it changed since planning: that input's problem, not the store's), kNotFound when
+// it is gone; nothing when it still has its listed size (the store or the connection failed).
+void throw_if_changed(const Location& file, std::int64_t listed) {
+  const auto info = value_or_throw(file.fs->GetFileInfo(file.path), file.display() + ": cannot read");
+  if (info.type() == arrow::fs::FileType::NotFound)
+    throw Error::not_found(file.display() + ": cannot read: it no longer exists (it was listed)");
+  if (info.size() != listed)
+    throw Error::bad_input("changed since planning: listed with " + std::to_string(listed) + " bytes, now " +
+                           std::to_string(info.size()) + "; run on a new OUTPUT to embed its current content");
+}
+}  // namespace
+
 std::shared_ptr<arrow::Buffer> read_file(const Location& file, std::int64_t size) {
   std::shared_ptr<arrow::Buffer> buf;
   with_retries("reading " + file.display(), [&] {
@@ -209,17 +223,28 @@ std::shared_ptr<arrow::Buffer> read_file(const Location& file, std::int64_t size
       // Without the HEAD, a GET into a buffer of the listed size can lose the store's answer (a
       // 404 or 403 body longer than the buffer reads as "Failed to flush response stream"): ask.
       if (size < 0 || e.is_not_found()) throw;
-      const auto info = value_or_throw(file.fs->GetFileInfo(file.path), file.display() + ": cannot read");
-      if (info.type() == arrow::fs::FileType::NotFound)
-        throw Error::not_found(file.display() + ": cannot read: it no longer exists (it was listed)");
+      throw_if_changed(file, size);
       throw;
     }
-    if (buf->size() != n)
+    if (buf->size() != n) {
+      if (size >= 0) throw_if_changed(file, size);
       throw Error::storage(file.display() + ": read " + std::to_string(buf->size()) + " of " + std::to_string(n) +
                            " bytes (the object changed or the connection broke)");
+    }
   });
   return buf;
 }
+
+arrow::fs::FileInfo stat(const Location& file) {
+  arrow::fs::FileInfo info;
+  with_retries("checking " + file.display(), [&] {
+    info = value_or_throw(file.fs->GetFileInfo(file.path), file.display() + ": cannot check it");
+    if (info.type() == arrow::fs::FileType::NotFound) throw Error::not_found(file.display() + ": does not exist");
+  });
+  return info;
+}
+
+std::int64_t file_size(const Location& file) { return stat(file).size(); }
 
 bool exists(const Location& loc) {
   bool found = false;
@@ -247,12 +272,24 @@ void remove(const Location& file) {
   });
 }
 
+std::string host_name() {
+  static const std::string name = [] {
+    char buf[256] = {0};
+    if (gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return std::string("localhost");
+    std::string n = buf;
+    for (char& c : n)
+      if (c == '/' || c == '\\' || c == ' ') c = '_';  // a file-name part
+    return n;
+  }();
+  return name;
+}
+
 void write_atomic(const Location& file,
                   const std::function<void(const std::shared_ptr<arrow::io::OutputStream>&)>& write) {
   static std::atomic<int> counter{0};
   with_retries("writing " + file.display(), [&] {
     const std::string target =
-        file.object_store() ? file.path : layout::temporary_name(file.path, ::getpid(), counter++);
+        file.object_store() ? file.path : layout::temporary_name(file.path, host_name(), ::getpid(), counter++);
     auto out = value_or_throw(file.fs->OpenOutputStream(target), file.display() + ": cannot write");
     try {
       write(out);

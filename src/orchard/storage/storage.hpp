@@ -59,8 +59,16 @@ std::vector<FileEntry> list_files(const Location& root, const std::string& glob)
 std::vector<arrow::fs::FileInfo> list_dir(const Location& folder);
 
 // The whole content of a file; size >= 0 (from a listing) saves an object store's HEAD request.
-// Retried on store failures; throws kNotFound / kStorage naming the file.
+// Retried on store failures; throws kNotFound / kStorage naming the file, and kBadInput when the
+// file no longer has the listed size (changed since it was listed).
 std::shared_ptr<arrow::Buffer> read_file(const Location& file, std::int64_t size = -1);
+
+// What the store says of a file now: size, modification time (one HEAD on an object store).
+// Throws kNotFound / kStorage.
+arrow::fs::FileInfo stat(const Location& file);
+
+// stat(file).size().
+std::int64_t file_size(const Location& file);
 
 // True when something exists at loc, false when it certainly does not. A check that could not be
 // made throws kStorage: it is never taken for "absent".
@@ -78,6 +86,9 @@ void remove(const Location& file);
 // failed; write gets the open stream and may be called again.
 void write_atomic(const Location& file,
                   const std::function<void(const std::shared_ptr<arrow::io::OutputStream>&)>& write);
+
+// This machine's host name (as it appears in temporary names).
+std::string host_name();
 
 // Writes a small text file atomically.
 void write_text(const Location& file, const std::string& text);

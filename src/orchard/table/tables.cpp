@@ -154,7 +154,10 @@ void batch_to_rows(const std::shared_ptr<arrow::RecordBatch>& b, const std::stri
   const auto& lists = static_cast<const arrow::ListArray&>(*lists_array);
   const auto& flat = static_cast<const arrow::FloatArray&>(*lists.values());
   for (std::int64_t i = 0; i < lists.length(); ++i) {
-    const int len = lists.IsNull(i) ? -1 : lists.value_length(i);
+    if (lists.IsNull(i))
+      throw Error(file + ": row " + std::to_string(first_row + i) + " (" + rows.paths[i] + ") has a null '" + name +
+                  "' instead of a vector");
+    const int len = lists.value_length(i);
     if (rows.dim == 0) rows.dim = len;
     if (len != rows.dim)
       throw Error(file + ": row " + std::to_string(first_row + i) + " (" + rows.paths[i] + ") has " +

@@ -44,12 +44,19 @@ struct Checker {
     row_problems.clear();
   }
 
-  // Runs f, turning an orchard::Error (unreadable or mis-shaped file) into a problem.
+  // Runs f, turning an unreadable or mis-shaped file into a problem. A store that failed (after
+  // its retries) says nothing about OUTPUT: that error goes on, and validate fails as a job.
   template <typename F>
   bool guarded(F&& f) {
     try {
       f();
       return true;
+    } catch (const Error& e) {
+      if (e.is_storage()) throw;
+      problem(e.what());
+      return false;
+    } catch (const std::bad_alloc&) {
+      throw;
     } catch (const std::exception& e) {  // malformed JSON or numbers too, not only orchard::Error
       problem(e.what());
       return false;
