@@ -429,6 +429,11 @@ TEST_P(StorageTest, FailedCommitLeavesNoTemporary) {
   }
   if (!root_.object_store()) {
     EXPECT_TRUE(threw) << "a rename onto a folder cannot succeed";
+  } else if (!threw) {
+    EXPECT_EQ(str(st::read_file(target)), "data") << "a PUT that succeeded published the whole content";
+  } else {
+    for (const auto& f : st::list_dir(root_.child("out")))
+      EXPECT_FALSE(f.IsFile() && f.base_name() == "part-00003.parquet") << "a failed PUT published nothing";
   }
   for (const auto& name : names_in(root_.child("out")))
     EXPECT_FALSE(ly::is_temporary(name)) << "temporary left behind: " << name;
@@ -624,8 +629,11 @@ TEST(StorageNames, LocalPathsAndFileUris) {
 }
 
 TEST(StorageNames, S3UriWithoutRegionSaysWhatToSet) {
+  // No region set, a store that does not answer (nothing listens on port 1), off EC2: nothing
+  // can tell the bucket's region.
   ScopedEnv r1("AWS_REGION", std::nullopt), r2("AWS_DEFAULT_REGION", std::nullopt);
   ScopedEnv cfg("AWS_CONFIG_FILE", "/nonexistent/aws-config");
+  ScopedEnv endpoint("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1"), imds("AWS_EC2_METADATA_DISABLED", "true");
   const auto e = error_from([] { st::open("s3://AKIANOREGION:n0R3gionS3cret@some-bucket/x"); });
   ASSERT_TRUE(e);
   const std::string m = e->what();
