@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -156,30 +157,47 @@ def test_run_then_validate_catches_damage(orchard_bin, model_env, tmp_path):
 
 
 def test_job_level_errors_are_one_clear_line(orchard_bin, model_env, tmp_path):
-    p = run_orchard(orchard_bin, model_env, "featurize", tmp_path / "nope", tmp_path / "o", "--model", MODEL_DIR, check=False)
-    assert p.returncode != 0 and "nope" in p.stderr and "not a folder" in p.stderr
+    def one_line(p):
+        lines = [line for line in p.stderr.splitlines() if line.startswith("orchard: ")]
+        assert p.returncode == 1 and len(lines) == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        return lines[0]
     (tmp_path / "empty").mkdir()
-    p = run_orchard(orchard_bin, model_env, "featurize", tmp_path / "empty", tmp_path / "o2", "--model", MODEL_DIR, check=False)
-    assert p.returncode != 0 and "no file matches --glob" in p.stderr
-    p = run_orchard(orchard_bin, model_env, "featurize", tmp_path / "empty", tmp_path / "o3", "--model", tmp_path, check=False)
-    assert p.returncode != 0 and "Conv_weights.npy" in p.stderr
+    line = one_line(run_orchard(orchard_bin, model_env, "featurize", tmp_path / "nope", tmp_path / "o", "--model", MODEL_DIR, check=False))
+    assert "nope" in line and "not a folder" in line
+    line = one_line(run_orchard(orchard_bin, model_env, "featurize", tmp_path / "empty", tmp_path / "o2", "--model", MODEL_DIR, check=False))
+    assert "no file matches --glob" in line
+    line = one_line(run_orchard(orchard_bin, model_env, "featurize", tmp_path / "empty", tmp_path / "o3", "--model", tmp_path, check=False))
+    assert "Conv_weights.npy" in line
     assert run_orchard(orchard_bin, model_env, "--help").stdout.count("featurize") >= 1
 
 
 def test_featurize_shards_leaves_other_processes_temporaries(orchard_bin, model_env, tmp_path):
-    """Spark runs several `featurize-shards` processes on one OUTPUT at once: each may delete the
-    half-written parts a killed run left for its own shards, never another process's in-flight ones."""
+    """Spark runs several `featurize-shards` processes on one OUTPUT at once, and may run a
+    speculative copy of a task: each deletes the half-written parts that a killed process on this
+    host left for its own shards, never a live process's or another machine's."""
     src = tmp_path / "in"
     sample_input(src, 3)  # 12 images, 4 shards of 3
     out = tmp_path / "out"
     run_orchard(orchard_bin, model_env, "plan", src, out, "--shard-size", "3")
     (out / "features").mkdir()
     (out / "errors").mkdir()
-    stale = [out / "features" / "part-00001.parquet.tmp-999999-1", out / "errors" / "part-00001.parquet.tmp-999999-2"]
-    in_flight = [out / "features" / "part-00002.parquet.tmp-999998-1", out / "errors" / "part-00003.parquet.tmp-999998-2"]
-    for f in stale + in_flight:
-        f.write_bytes(b"half a part")
-    run_orchard(orchard_bin, model_env, "featurize-shards", out, "--shards", "0,1", "--model", MODEL_DIR, "--quiet")
+    host = socket.gethostname()
+    alive = subprocess.Popen(["sleep", "300"])  # a live writer: a concurrent or speculative attempt
+    try:
+        dead = 4194303  # above pid_max's usual limits: no such process
+        stale = [out / "features" / f"part-00001.parquet.tmp-{host}-{dead}-1",
+                 out / "errors" / f"part-00001.parquet.tmp-{host}-{dead}-2"]
+        in_flight = [out / "features" / f"part-00002.parquet.tmp-{host}-{alive.pid}-1",
+                     out / "errors" / f"part-00003.parquet.tmp-{host}-{dead}-2",
+                     # the same shards as this process's, but a live attempt's, or another machine's
+                     out / "features" / f"part-00001.parquet.tmp-{host}-{alive.pid}-7",
+                     out / "errors" / f"part-00000.parquet.tmp-other-node-{dead}-3"]
+        for f in stale + in_flight:
+            f.write_bytes(b"half a part")
+        run_orchard(orchard_bin, model_env, "featurize-shards", out, "--shards", "0,1", "--model", MODEL_DIR, "--quiet")
+    finally:
+        alive.kill()
+        alive.wait()
     assert not [f for f in stale if f.exists()], "a killed run's temporaries of the shards done here are removed"
-    assert all(f.read_bytes() == b"half a part" for f in in_flight), "other shards' temporaries are untouched"
+    assert all(f.read_bytes() == b"half a part" for f in in_flight), "others' temporaries are untouched"
     assert sorted(p.name for p in (out / "features").glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
