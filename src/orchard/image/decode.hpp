@@ -24,6 +24,9 @@ inline constexpr std::int64_t kMaxSide = 65535;
 // caller adds the path. Refuses what Pillow refuses: a JPEG that ends before its EOI marker (even
 // with every scanline present) is truncated; a PNG chunk before the image data with a bad CRC is
 // corrupt. The size is checked against kMaxPixels before any pixel buffer is allocated.
+// Bad bytes throw kBadInput (an error row); running out of memory throws std::bad_alloc (the
+// machine's problem: it fails the shard). Known gap: a non-interlaced PNG whose compressed data
+// stops cleanly before the last row is accepted by Pillow (missing rows black) and refused here.
 RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes);
 
 }  // namespace orchard::image
