@@ -129,7 +129,7 @@ def test_csv_holds_the_float32_values_exactly(finished):
 
 def test_shard_lists_are_strict(orchard_bin, model_env, finished):
     _, out, _ = finished
-    for bad in ("3x", "1-3-5", "0,a"):
+    for bad in ("1x", "0-1-2", "0,a"):  # within the 3 shards, so only the syntax is wrong
         p = run_orchard(orchard_bin, model_env, "featurize-shards", out, "--shards", bad, "--model", MODEL_DIR, check=False)
         assert p.returncode == 1 and "shard list" in p.stderr and bad.split(",")[-1] in p.stderr, (bad, p.stderr)
 
