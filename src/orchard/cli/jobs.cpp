@@ -174,6 +174,7 @@ void run_moments(const std::string& output_uri, const std::string& shards, const
       throw Error(layout::feature_part(output, s).display() + " is missing; featurize that shard first");
   const auto m = pca::part_moments(output, list, threads);
   const auto file = out.empty() ? layout::moments_part(output, list.front()) : storage::open(out);
+  if (out.empty()) storage::make_dirs(layout::moments_dir(output));
   pca::write_moments(file, m);
   nlohmann::json j = {{"shards", list}, {"rows", m.count}, {"file", storage::redact(file.display())}};
   if (out.empty()) j["part"] = list.front();
