@@ -18,6 +18,7 @@
 #include "orchard/model/model.hpp"
 #include "orchard/pca/job.hpp"
 #include "orchard/report/collect.hpp"
+#include "orchard/table/tables.hpp"
 #include "orchard/validate/validate.hpp"
 #include "orchard/storage/layout.hpp"
 #include "orchard/storage/storage.hpp"
@@ -37,10 +38,13 @@ void run_featurize(const FeaturizeArgs& a) {
   const std::string model_pt = model::resolve(a.model);
   const auto manifest = dataset::plan(
       input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, model::model_fingerprint(model_pt)});
-  remove_success(output);  // only now: a rejected rerun leaves a finished OUTPUT finished
   std::fprintf(stderr, "featurize: %zu images in %d shards, model %s\n", manifest.items.size(),
                manifest.num_shards(), model_pt.c_str());
-  const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, a.io_depth, !a.quiet});
+  featurize::Options o{a.batch, a.threads, a.io_depth, !a.quiet};
+  // Only when a shard is about to be written: a rerun refused, failing, or with nothing to do
+  // leaves a finished OUTPUT finished.
+  o.before_writing = [&] { remove_success(output); };
+  const auto s = featurize::run(manifest, input, output, model_pt, o);
   std::fprintf(stderr,
                "featurize: done: %lld embedded, %lld errors in %.1fs (%.1f images/s); %d of %d shards "
                "were already finished\n",
@@ -52,7 +56,9 @@ void run_featurize(const FeaturizeArgs& a) {
       {"images_per_s", s.images_per_s}, {"model", model_pt}, {"versions", versions()},
       {"options", {{"input", storage::redact(a.input)}, {"glob", a.glob}, {"batch", a.batch}, {"threads", a.threads},
                    {"io_depth", a.io_depth}, {"limit", a.limit}, {"shard_size", a.shard_size}}}};
-  storage::write_text(layout::featurize_json(output), j.dump(2) + "\n");
+  // The record of the run that made the shards stays when this one had nothing to do.
+  if (s.shards_skipped < s.shards || !storage::exists(layout::featurize_json(output)))
+    storage::write_text(layout::featurize_json(output), j.dump(2) + "\n");
 }
 
 void run_pca(const PcaArgs& a) {
@@ -195,8 +201,10 @@ void run_fit(const PcaArgs& a, const std::vector<std::string>& moments, const st
   remove_success(output);  // OUTPUT's pca/ is about to change
   pca::JobSummary s;
   pca::fit_and_save(output, all, {a.variance, a.k, a.center, "", 0}, s);
-  if (!moments_parts.empty())  // consumed: a rerun of the driver computes them again
+  if (!moments_parts.empty()) {  // consumed: a rerun of the driver computes them again
     for (const auto& f : files) storage::remove(f);
+    if (table::list_parts(layout::moments_dir(output)).empty()) storage::remove_dir(layout::moments_dir(output));
+  }
   std::fprintf(stderr, "fit: %lld rows, k = %d (%.2f%% of the variance)\n", static_cast<long long>(s.rows), s.k,
                100 * s.cumulative);
   std::printf("%s\n", nlohmann::json({{"rows", s.rows}, {"k", s.k}, {"cumulative_explained_variance", s.cumulative}})

@@ -322,6 +322,7 @@ Summary run(const dataset::Manifest& manifest, const storage::Location& input, c
   }
   auto t0 = Clock::now();
   if (!todo.empty()) {
+    if (options.before_writing) options.before_writing();
     Featurizer featurizer(model_pt, options);
     sum.model_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     t0 = Clock::now();  // images/s counts the images, not the model's loading

@@ -5,6 +5,7 @@
 // serves `orchard featurize` (every shard, in process) and a Spark task (a list of shards).
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@ struct Options {
   int threads = 0;    // worker threads, each decoding and inferring its own batches; 0 = all cores
   int io_depth = 0;   // image reads in flight per shard; 0 = 32 on an object store, 4 on a local disk
   bool progress = true;  // a rate line on stderr when it is a terminal
+  std::function<void()> before_writing;  // called once before the first shard is written (none: not called)
 };
 
 struct Summary {

@@ -244,6 +244,8 @@ void check_options(const JobOptions& o) {
 }
 
 void check_complete(const storage::Location& output, const std::vector<int>& feature_shards) {
+  // features/ made elsewhere (no plan to hold it to) is taken as it is; a failed check throws.
+  if (!storage::exists(layout::manifest(output))) return;
   const auto manifest = dataset::load_manifest(output);
   std::vector<int> missing;
   for (int s = 0; s < manifest.num_shards(); ++s)

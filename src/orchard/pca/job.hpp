@@ -25,7 +25,8 @@ struct JobOptions {
 void check_options(const JobOptions& o);
 
 // Throws orchard::Error naming the missing shards and the command that makes them when OUTPUT's
-// features/ lacks a part of its manifest's plan (a PCA must never fit a subset silently).
+// features/ lacks a part of its manifest's plan (a PCA must never fit a subset silently). An
+// OUTPUT without a manifest (features/ written by another tool) has no plan to check.
 void check_complete(const storage::Location& output, const std::vector<int>& feature_shards);
 
 struct JobSummary {

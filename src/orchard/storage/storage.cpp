@@ -288,6 +288,18 @@ std::string host_name() {
   return name;
 }
 
+void remove_dir(const Location& dir) {
+  with_retries("deleting " + dir.display(), [&] {
+    const auto st = dir.fs->DeleteDir(dir.path);
+    if (st.ok()) return;
+    try {
+      check(st, dir.display() + ": cannot delete");
+    } catch (const Error& e) {
+      if (!e.is_not_found()) throw;
+    }
+  });
+}
+
 void write_atomic(const Location& file,
                   const std::function<void(const std::shared_ptr<arrow::io::OutputStream>&)>& write) {
   static std::atomic<int> counter{0};

@@ -80,6 +80,10 @@ void make_dirs(const Location& dir);
 // Deletes a file; a file already gone is fine. Throws kStorage when the store refuses.
 void remove(const Location& file);
 
+// Deletes a folder (an object store: every object under the prefix, and its marker); one already
+// gone is fine. Throws kStorage when the store refuses.
+void remove_dir(const Location& dir);
+
 // Writes a file so that readers only ever see it whole: one PUT of the final key on an object
 // store (small files in one request), a temporary name then a rename on a local disk. A write
 // that fails is aborted (nothing appears under the final name) and retried when the store
