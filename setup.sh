@@ -2,7 +2,8 @@
 # Sets up Orchard on a fresh Debian 12 machine and builds build/orchard. Quick when all is there.
 #   1. Debian packages (GCC 11, libjpeg-turbo, libpng, LAPACK, HDF5, CLI11, Chromium, ...)
 #   2. .venv: the reference pipeline (PySpark, TensorFlow/Keras, Pillow) and pyarrow, whose
-#      Arrow/Parquet C++ headers and libraries the build links against
+#      Arrow/Parquet C++ headers and libraries the build links against; .venv-pyspark35: pyspark
+#      3.5 alone, the cluster side of the Spark tests (no numpy, no pyarrow)
 #   3. .deps/libtorch-VERSION: LibTorch (headers, libtorch_cpu, libc10) from PyPI's torch wheel
 #   4. CMake build into build/, with g++-11
 # Why PyPI's LibTorch and GCC 11: neither needs more than glibc 2.28 and GCC 11's libstdc++, so the
@@ -43,6 +44,27 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# .venv-pyspark35: pyspark 3.5 alone (and its py4j), what an EMR 7 node gives the Spark driver and
+# executors: Spark 3.5, Python 3.9, no numpy, no pyarrow. tests/e2e/test_spark.py runs the Spark
+# application with it too. Its Python is a 3.9 where the machine has one (pyenv's), else python3.
+# Rebuilt from scratch when the pin or that Python changes.
+PYSPARK35=pyspark==3.5.9
+py35=/usr/bin/python3
+for p in "$(command -v python3.9 || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9*/bin/python3.9; do
+  if [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import sys, venv; assert sys.version_info[:2] == (3, 9)' 2>/dev/null; then
+    py35=$p; break
+  fi
+done
+want35="$PYSPARK35 $py35 $("$py35" -c 'import platform; print(platform.python_version())')"
+stamp35=.venv-pyspark35/.requirements
+if [ ! -f "$stamp35" ] || [ "$(cat "$stamp35")" != "$want35" ]; then
+  echo "setup: creating .venv-pyspark35 ($PYSPARK35 alone, $("$py35" --version))"
+  rm -rf .venv-pyspark35
+  "$py35" -m venv .venv-pyspark35
+  .venv-pyspark35/bin/pip install -q --disable-pip-version-check "$PYSPARK35"
+  echo "$want35" > "$stamp35"
 fi
 
 # LibTorch: the files the build and the binary need, from the pinned wheels. PyPI's Linux torch is

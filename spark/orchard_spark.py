@@ -8,17 +8,20 @@ or, from a notebook:  from orchard_spark import run; run(spark, INPUT, OUTPUT, m
 
 The driver only schedules and collects: `orchard plan` writes the manifest; the unfinished shards
 are grouped into tasks (a few per core), each task runs one `orchard featurize-shards` process
-(the model loaded once per process, spark.task.cpus threads); moments of the features parts come
-back from tasks and are tree-reduced; `orchard fit` runs on the driver; `orchard project` runs as
-tasks; then the driver writes the report and `orchard commit` validates and writes _SUCCESS last.
+(the model loaded once per process, spark.task.cpus threads); `orchard moments` tasks write the
+PCA moments of their features parts under OUTPUT/moments/ and return the part's number; `orchard
+fit` on the driver merges those parts, fits and removes them; `orchard project` runs as tasks; then
+`orchard commit` validates, writes the report and _SUCCESS last.
 Every task output is deterministic and published atomically, so Spark's retries and speculative
 copies are safe, and a stopped job resumes on the same OUTPUT. INPUT and OUTPUT are local paths
 (visible to every executor) or s3:// URIs; S3 is configured by the AWS environment of the driver
-and executors (instance role, AWS_REGION, AWS_ENDPOINT_URL_S3).
+and executors (instance role or keys, AWS_ENDPOINT_URL_S3; no region needed: orchard finds each
+bucket's, and AWS_REGION, when set, wins).
 
 The worker binary: --orchard PATH, else the bundle shipped with `--archives BUNDLE#orchard`
-(./orchard/bin/orchard), else `orchard` on PATH. Executors need numpy and pyarrow (as the
-notebooks' pandas UDF did).
+(./orchard/bin/orchard), else `orchard` on PATH. The driver and the executors need nothing but
+pyspark and this file (standard library only: no numpy, no pyarrow; Python 3.9+, Spark 3.5+): every
+number is computed and every Parquet file read or written by the orchard binary.
 """
 import argparse
 import json
@@ -26,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -119,39 +121,14 @@ def featurize_task(exe, output, model, threads, batch, shards):
 
 
 def moments_task(exe, output, threads, shards):
-    import numpy as np
-    import pyarrow.parquet as pq
-    with tempfile.TemporaryDirectory(prefix="orchard-moments-") as tmp:
-        path = os.path.join(tmp, "moments.parquet")
-        call_orchard(exe, "moments", output, "--shards", shard_list(shards), "--out", path, "--threads", threads)
-        row = pq.read_table(path).to_pylist()[0]
-    return (row["dim"], row["count"], np.asarray(row["sum"]), np.asarray(row["gram_upper"]))
-
-
-def merge_moments(a, b):
-    """Chan, Golub & LeVeque's pairwise merge of (dim, count, sum, packed centred Gram), as
-    pca::Moments::merge does in C++."""
-    import numpy as np
-    dim, na, sa, ga = a
-    _, nb, sb, gb = b
-    if na == 0:
-        return b
-    if nb == 0:
-        return a
-    delta = sb / nb - sa / na
-    iu = np.triu_indices(dim)
-    c = na * nb / (na + nb)
-    return (dim, na + nb, sa + sb, ga + gb + c * np.outer(delta, delta)[iu])
-
-
-def write_moments(m, path):
-    """Writes merged moments in `orchard moments`' format (one Parquet row) for `orchard fit`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    dim, count, s, g = m
-    pq.write_table(pa.table({"dim": pa.array([dim], pa.int32()), "count": pa.array([count], pa.int64()),
-                             "sum": pa.array([s.tolist()], pa.list_(pa.float64())),
-                             "gram_upper": pa.array([g.tolist()], pa.list_(pa.float64()))}), path)
+    """Writes the PCA moments (count, sum, packed Gram) of a group's features parts as
+    OUTPUT/moments/part-FIRST.parquet in one orchard process; returns FIRST, the part's number
+    (the group's first shard), for `orchard fit --moments-parts`."""
+    out = call_orchard(exe, "moments", output, "--shards", shard_list(shards), "--threads", threads)
+    if "part" not in out:
+        raise RuntimeError(f"orchard moments printed no part number ({out}): the orchard binary is older "
+                           "than orchard_spark.py; ship a bundle of the same version")
+    return int(out["part"])
 
 
 def project_task(exe, output, threads, shards):
@@ -247,14 +224,13 @@ def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, varianc
     # Moments and projection are quick per part: one task (one process start) per slot.
     groups = groups_of(parts, slots)
     sc.setJobDescription(f"orchard pca moments: {len(parts)} parts")
-    merged = (sc.parallelize(groups, len(groups))
-              .map(lambda shards: moments_task(find_orchard(orchard), output, task_cpus, shards))
-              .treeReduce(merge_moments, depth=2))
-    with tempfile.TemporaryDirectory(prefix="orchard-fit-") as tmp:
-        path = os.path.join(tmp, "moments.parquet")
-        write_moments(merged, path)
-        fit_args = ["fit", output, "--moments", path] + (["--k", k] if k else ["--variance", variance])
-        fit = call_orchard(exe, *(fit_args + (["--center"] if center else [])))
+    moment_parts = (sc.parallelize(groups, len(groups))
+                    .map(lambda shards: moments_task(find_orchard(orchard), output, task_cpus, shards))
+                    .collect())
+    # fit merges OUTPUT/moments/part-N for each N, fits, writes pca/, then removes those parts.
+    fit_args = ["fit", output, "--moments-parts", shard_list(sorted(moment_parts))]
+    fit_args += ["--k", k] if k else ["--variance", variance]
+    fit = call_orchard(exe, *(fit_args + (["--center"] if center else [])))
     log(f"pca: {fit['rows']} rows, k = {fit['k']} ({100 * fit['cumulative_explained_variance']:.2f}% of the variance)")
     timings["pca_fit"] = time.monotonic() - t
 

@@ -44,8 +44,11 @@ Where things go:
   --run-id ID           names the run (default: orchard-UTCDATE-UTCTIME)
 
 Cluster:
-  --region R            AWS region (default: eu-west-3, Paris). EU regions only, unless
-                        --allow-non-eu: the photos are personal data (docs/deploy.md).
+  --region R            AWS region of the cluster and of every aws call (default: eu-west-3,
+                        Paris). EU regions only, unless --allow-non-eu: the photos are personal
+                        data (docs/deploy.md). Orchard finds each bucket's region by itself; when
+                        --region is given, it is also passed to the driver and executors as
+                        AWS_REGION.
   --release LABEL       EMR release, emr-7.x (default: emr-7.12.0; EMR 7 runs Amazon Linux 2023,
                         which the bundle targets)
   --name NAME           cluster name (default: "orchard RUN_ID")
@@ -59,8 +62,8 @@ Cluster:
   --executor-overhead M off-heap memory per executor, where the Python worker and the native
                         orchard process live (default: 3g)
   --max-task-failures N spark.task.maxFailures (default: 8)
-  --python PATH         Python for the driver and executors (default: /usr/bin/python3.11;
-                        EMR 7's python3 is 3.9)
+  --python PATH         Python for the driver and executors (default: the node's python3,
+                        3.9 on EMR 7; the application needs Python 3.9+ and pyspark only)
   --conf K=V            extra spark-submit --conf (repeatable)
   --tag K=V             extra cluster tag (repeatable; project=orchard and run-id are always set)
   --idle-timeout SECS   auto-termination after SECS idle (default: 1800; EMR allows 60..604800)
@@ -164,10 +167,10 @@ aws_run() {
 
 INPUT="" OUTPUT=""
 BUNDLE="" BUNDLE_MODEL="" APP="$REPO/spark/orchard_spark.py" CODE_URI="" LOG_URI="" RUN_ID=""
-REGION=eu-west-3 RELEASE=emr-7.12.0 NAME="" ALLOW_NON_EU=0
+REGION=eu-west-3 REGION_GIVEN=0 RELEASE=emr-7.12.0 NAME="" ALLOW_NON_EU=0
 MASTER_TYPE=m6i.xlarge CORE_TYPE=c6i.4xlarge CORE_COUNT=2
 EXECUTOR_CORES=4 EXECUTORS="" EXECUTOR_MEMORY=3g EXECUTOR_OVERHEAD=3g MAX_TASK_FAILURES=8
-PYTHON=/usr/bin/python3.11 IDLE_TIMEOUT=1800 KEEP_CLUSTER=0
+PYTHON="" IDLE_TIMEOUT=1800 KEEP_CLUSTER=0
 SERVICE_ROLE=EMR_DefaultRole INSTANCE_PROFILE=EMR_EC2_DefaultRole SUBNET="" KEY_NAME=""
 WAIT=1 POLL=30 MAX_WAIT=0 DRY_RUN=0 ENDPOINT_URL=${AWS_ENDPOINT_URL:-}
 MODEL="" GLOB="" SHARD_SIZE="" VARIANCE="" K=""
@@ -210,7 +213,7 @@ set_option() {
     --variance) VARIANCE=$2 ;; --k) K=$2 ;;
     --bundle) BUNDLE=$2 ;; --bundle-model) BUNDLE_MODEL=$2 ;; --app) APP=$2 ;;
     --code-uri) CODE_URI=$2 ;; --log-uri) LOG_URI=$2 ;;
-    --run-id) RUN_ID=$2 ;; --region) REGION=$2 ;; --release) RELEASE=$2 ;; --name) NAME=$2 ;;
+    --run-id) RUN_ID=$2 ;; --region) REGION=$2 REGION_GIVEN=1 ;; --release) RELEASE=$2 ;; --name) NAME=$2 ;;
     --master-type) MASTER_TYPE=$2 ;; --core-type) CORE_TYPE=$2 ;; --core-count) CORE_COUNT=$2 ;;
     --executor-cores) EXECUTOR_CORES=$2 ;; --executors) EXECUTORS=$2 ;;
     --executor-memory) EXECUTOR_MEMORY=$2 ;; --executor-overhead) EXECUTOR_OVERHEAD=$2 ;;
@@ -356,8 +359,9 @@ step_args() {
   [[ -z $K ]] || STEP_ARGS+=(--k "$K")
 }
 
-# configurations_json: spark-defaults for a static, fault-tolerant job. orchard needs a region
-# (it never guesses one): the cluster's is given to the driver and the executors.
+# configurations_json: spark-defaults for a static, fault-tolerant job. The driver and executors
+# run on the node's python3 (EMR 7: 3.9, with pyspark: all the application needs) unless --python;
+# orchard finds each bucket's region itself, so AWS_REGION is passed only when --region was given.
 configurations_json() {
   local props
   props=$(printf '%s:%s,' \
@@ -366,11 +370,17 @@ configurations_json() {
     '"spark.executor.instances"' "$(json_str "$EXECUTORS")" \
     '"spark.executor.cores"' "$(json_str "$EXECUTOR_CORES")" \
     '"spark.executor.memory"' "$(json_str "$EXECUTOR_MEMORY")" \
-    '"spark.executor.memoryOverhead"' "$(json_str "$EXECUTOR_OVERHEAD")" \
-    '"spark.pyspark.python"' "$(json_str "$PYTHON")" \
-    '"spark.pyspark.driver.python"' "$(json_str "$PYTHON")" \
-    '"spark.executorEnv.AWS_REGION"' "$(json_str "$REGION")" \
-    '"spark.yarn.appMasterEnv.AWS_REGION"' "$(json_str "$REGION")")
+    '"spark.executor.memoryOverhead"' "$(json_str "$EXECUTOR_OVERHEAD")")
+  if [[ -n $PYTHON ]]; then
+    props+=$(printf '%s:%s,' \
+      '"spark.pyspark.python"' "$(json_str "$PYTHON")" \
+      '"spark.pyspark.driver.python"' "$(json_str "$PYTHON")")
+  fi
+  if (( REGION_GIVEN )); then
+    props+=$(printf '%s:%s,' \
+      '"spark.executorEnv.AWS_REGION"' "$(json_str "$REGION")" \
+      '"spark.yarn.appMasterEnv.AWS_REGION"' "$(json_str "$REGION")")
+  fi
   printf '[{"Classification":"spark-defaults","Properties":{%s}}]' "${props%,}"
 }
 

@@ -1,7 +1,14 @@
-"""A Spark standalone cluster on loopback, started from the venv's pyspark, for tests:
+"""Spark for the tests: the pyspark installations to launch it from, and a standalone cluster on
+loopback.
+
+Two flavours of pyspark (Flavour): MAIN, the pyspark of the venv running the tests (4.x, beside
+numpy and pyarrow), and pyspark35(), .venv-pyspark35's pyspark 3.5 alone (made by ./setup.sh;
+on Python 3.9 where the machine has one), which is what an EMR 7 node gives an application.
+spark_env(base, flavour=...) is the environment that makes spark-submit, the driver and the
+Python workers those of a flavour.
 
     with StandaloneCluster(workers=2, cores=1, memory="1g", env=env) as cluster:
-        subprocess.run(["spark-submit", "--master", cluster.url, ...], env=cluster.submit_env(env))
+        subprocess.run([MAIN.submit, "--master", cluster.url, ...], env=spark_env(env))
         cluster.kill_worker(0)        # SIGKILL the Worker JVM and the executor JVMs it launched
 
 One Master (`spark-class org.apache.spark.deploy.master.Master`) and N Workers
@@ -14,6 +21,7 @@ Also: small /proc helpers (children, ancestors, cmdline) used by the Spark tests
 executor JVMs of a worker and the orchard processes of a Spark run without psutil.
 """
 import atexit
+import dataclasses
 import json
 import os
 import shutil
@@ -27,10 +35,55 @@ from pathlib import Path
 
 import pyspark
 
+REPO = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 SPARK_CLASS = SPARK_HOME / "bin" / "spark-class"
 SPARK_SUBMIT = SPARK_HOME / "bin" / "spark-submit"
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
+PYSPARK35_VENV = REPO / ".venv-pyspark35"
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavour:
+    """A pyspark installation: its SPARK_HOME, and the Python that runs the driver and the Python
+    workers. isolated: that Python sees nothing of the test venv (no numpy, no pyarrow)."""
+    name: str
+    home: Path
+    python: Path
+    version: str
+    python_version: str
+    isolated: bool
+
+    @property
+    def submit(self) -> Path:
+        return self.home / "bin" / "spark-submit"
+
+    @property
+    def spark_class(self) -> Path:
+        return self.home / "bin" / "spark-class"
+
+    def __str__(self):
+        return f"{self.name} (pyspark {self.version}, Python {self.python_version})"
+
+
+MAIN = Flavour("main", SPARK_HOME, Path(sys.executable), pyspark.__version__,
+               ".".join(map(str, sys.version_info[:3])), isolated=False)
+
+
+def pyspark35() -> Flavour:
+    """.venv-pyspark35's pyspark 3.5 (asked of its own Python, in a clean environment); raises
+    RuntimeError saying to run ./setup.sh when it is missing or broken."""
+    python = PYSPARK35_VENV / "bin" / "python"
+    if not python.is_file():
+        raise RuntimeError(f"{PYSPARK35_VENV}: missing; run ./setup.sh (it makes the pyspark 3.5 venv)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    p = subprocess.run([str(python), "-c", "import os, platform, pyspark; print(pyspark.__version__); "
+                        "print(platform.python_version()); print(os.path.dirname(pyspark.__file__))"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise RuntimeError(f"{python} cannot import pyspark (run ./setup.sh): {p.stderr.strip()[-500:]}")
+    version, python_version, home = p.stdout.split("\n")[:3]
+    return Flavour("pyspark35", Path(home), python, version, python_version, isolated=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,24 +149,28 @@ def is_zombie_or_gone(pid: int) -> bool:
 from s3_servers import free_ports  # noqa: E402 - one helper for free loopback ports
 
 
-def spark_env(base=None, local_dirs=None) -> dict:
-    """base (default os.environ) with SPARK_HOME = the venv's pyspark, its bin/ and the venv's bin/
-    first on PATH (find_spark_home uses the python on PATH), loopback only, the venv's python
-    for the Python workers, and Spark's scratch space (shipped archives, shuffle, block manager)
-    in local_dirs when given (default /tmp)."""
+def spark_env(base=None, local_dirs=None, flavour=MAIN) -> dict:
+    """base (default os.environ) with SPARK_HOME = the flavour's pyspark, its bin/ and its
+    venv's bin/ first on PATH (find_spark_home uses the python on PATH), loopback only, the
+    flavour's python for the driver and the Python workers, and Spark's scratch space (shipped
+    archives, shuffle, block manager) in local_dirs when given (default /tmp). For an isolated
+    flavour, no PYTHONPATH / PYTHONHOME / VIRTUAL_ENV leaks the test venv into it."""
     env = dict(os.environ if base is None else base)
     if local_dirs is not None:
         Path(local_dirs).mkdir(parents=True, exist_ok=True)
         env["SPARK_LOCAL_DIRS"] = str(local_dirs)
-    venv_bin = Path(sys.executable).parent
-    env["SPARK_HOME"] = str(SPARK_HOME)
-    env["PATH"] = os.pathsep.join([str(venv_bin), str(SPARK_HOME / "bin"), env.get("PATH", "")])
+    venv_bin = flavour.python.parent
+    env["SPARK_HOME"] = str(flavour.home)
+    env["PATH"] = os.pathsep.join([str(venv_bin), str(flavour.home / "bin"), env.get("PATH", "")])
     env["SPARK_LOCAL_IP"] = "127.0.0.1"
     env["SPARK_LOCAL_HOSTNAME"] = "127.0.0.1"
-    env["PYSPARK_PYTHON"] = sys.executable
-    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env["PYSPARK_PYTHON"] = str(flavour.python)
+    env["PYSPARK_DRIVER_PYTHON"] = str(flavour.python)
     env.pop("SPARK_CONF_DIR", None)
     env.pop("PYSPARK_SUBMIT_ARGS", None)
+    if flavour.isolated:
+        for k in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+            env.pop(k, None)
     return env
 
 
@@ -121,9 +178,10 @@ class StandaloneCluster:
     """A Master and `workers` Workers (each `cores` cores, `memory`) on 127.0.0.1; env is the
     environment the daemons (and so the executors they launch) get."""
 
-    def __init__(self, workers=2, cores=1, memory="1g", env=None, workdir=None, timeout=120.0):
+    def __init__(self, workers=2, cores=1, memory="1g", env=None, workdir=None, timeout=120.0, flavour=MAIN):
         self.tmpdir = Path(tempfile.mkdtemp(prefix="spark-standalone-", dir=workdir))
-        self.env = spark_env(env, local_dirs=self.tmpdir / "local")
+        self.flavour = flavour
+        self.env = spark_env(env, local_dirs=self.tmpdir / "local", flavour=flavour)
         for name in ("logs", "pids", "work"):
             (self.tmpdir / name).mkdir()
         self.env.update(SPARK_LOG_DIR=str(self.tmpdir / "logs"), SPARK_PID_DIR=str(self.tmpdir / "pids"),
@@ -145,7 +203,7 @@ class StandaloneCluster:
     def _spawn(self, name, argv):
         log = open(self.tmpdir / "logs" / f"{name}.log", "ab")
         try:
-            return subprocess.Popen([str(SPARK_CLASS), *argv], env=self.env, cwd=self.tmpdir,
+            return subprocess.Popen([str(self.flavour.spark_class), *argv], env=self.env, cwd=self.tmpdir,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         finally:

@@ -183,8 +183,9 @@ def test_dry_run_prints_every_call_and_makes_none(aws):
     assert props["spark.dynamicAllocation.enabled"] == "false"
     assert int(props["spark.task.maxFailures"]) >= 4
     assert props["spark.executor.instances"] == str(3 * 16 // 4 - 1)
-    # orchard never guesses a region: the driver and the executors get the cluster's.
-    assert props["spark.executorEnv.AWS_REGION"] == props["spark.yarn.appMasterEnv.AWS_REGION"] == "eu-west-3"
+    # No --region, no --python: orchard finds the buckets' region itself, and the driver and the
+    # executors run on the node's python3 (EMR 7's 3.9, with pyspark: all the application needs).
+    assert not [k for k in props if "AWS_REGION" in k or k.startswith("spark.pyspark.")], props
     (step,) = json.loads(opt(create, "--steps"))
     assert step["Jar"] == "command-runner.jar"
     assert step["Args"] == [
@@ -199,6 +200,25 @@ def test_dry_run_prints_every_call_and_makes_none(aws):
     emr = aws["moto"].client(service="emr")
     assert emr.list_clusters()["Clusters"] == []
     assert aws["moto"].client().list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_region_and_python_are_passed_only_when_given(aws):
+    p = run_script(aws, *base_args(aws, "--dry-run", "--region", "eu-central-1", "--python", "/usr/bin/python3.11"))
+    assert p.returncode == 0, p.stderr
+    calls = [shlex.split(line) for line in p.stdout.strip().splitlines()]
+    assert all(opt(c, "--region") == "eu-central-1" for c in calls)
+    (create,) = [c for c in calls if c[1:3] == ["emr", "create-cluster"]]
+    props = {c["Classification"]: c["Properties"] for c in json.loads(opt(create, "--configurations"))}["spark-defaults"]
+    assert props["spark.executorEnv.AWS_REGION"] == props["spark.yarn.appMasterEnv.AWS_REGION"] == "eu-central-1"
+    assert props["spark.pyspark.python"] == props["spark.pyspark.driver.python"] == "/usr/bin/python3.11"
+    assert props["spark.dynamicAllocation.enabled"] == "false"
+    # --region=R (one word) counts as given too
+    p = run_script(aws, *base_args(aws, "--dry-run", "--region=eu-west-1"))
+    assert p.returncode == 0, p.stderr
+    (create,) = [shlex.split(line) for line in p.stdout.splitlines() if " create-cluster " in line]
+    props = {c["Classification"]: c["Properties"] for c in json.loads(opt(create, "--configurations"))}["spark-defaults"]
+    assert props["spark.executorEnv.AWS_REGION"] == "eu-west-1" and "spark.pyspark.python" not in props
+    assert recorded(aws["moto"]) == []
 
 
 def test_dry_run_without_bundle_does_not_build(aws, tmp_path):

@@ -1,10 +1,23 @@
-"""Orchard on a real Spark (spark/orchard_spark.py, the venv's PySpark), on a small image set
-(4 classes x 12 Fruits-360 Test images, plus an empty and a truncated file; 9 shards of 6):
+"""Orchard on a real Spark (spark/orchard_spark.py), on a small image set (4 classes x 12
+Fruits-360 Test images, plus an empty and a truncated file; 9 shards of 6).
 
-1. `spark-submit --master local[2,4]` (retries on): OUTPUT equal to `orchard run`'s on the same
-   images: the same part names; features bit-identical for every path; errors identical; the same
-   PCA k, explained-variance ratios within 1e-9 (CSV and model.parquet), projections within 1e-6
-   relative; _SUCCESS the newest file; `orchard validate` passes.
+Tests 1 and 4 run once per flavour of pyspark (spark_cluster.py), each giving spark-submit, the
+driver and the Python workers:
+- main: the test venv's pyspark 4.x;
+- pyspark35: .venv-pyspark35's pyspark 3.5 alone, on Python 3.9 where the machine has one: what
+  an EMR 7 node has. Its Python cannot import numpy, pyarrow or pandas (checked), so the run proves
+  the application needs nothing but pyspark. Its S3 run also has no AWS region anywhere in its
+  environment: orchard finds the bucket's region itself.
+Both check that the driver and every Python worker that ran an orchard process were that
+flavour's Python, and that _SUCCESS records that flavour's Spark version. Tests 2 and 3 run on the
+main flavour only (2 runs in this process; 3 is the slowest).
+
+1. `spark-submit --master local[2,4] --archives BUNDLE#orchard` (retries on; the worker binary
+   from the shipped bundle, no --orchard): OUTPUT equal to `orchard run`'s on the same images: the
+   same part names; features bit-identical for every path; errors identical; the same PCA k,
+   explained-variance ratios within 1e-9 (CSV and model.parquet), projections within 1e-6
+   relative; the same files (no moments/ part left); _SUCCESS the newest file; `orchard validate`
+   passes.
 2. `run(spark, ...)` called in this process on a SparkSession made here (local[2,4]), while the
    test SIGKILLs one `orchard featurize-shards` process of the run mid-task: Spark retries the
    task, the job completes, each input exactly once, same features as `orchard run`.
@@ -14,11 +27,11 @@
    input exactly once, validate passes.
 4. INPUT and OUTPUT on a loopback S3 server (SeaweedFS), the worker shipped as the bundle
    (tools/bundle.sh, with its prepared model) through `--archives BUNDLE#orchard`, no --orchard and
-   no --model: features identical to the local-folder Spark run (by key relative to INPUT),
-   validate passes on the s3:// OUTPUT.
+   no --model: features identical to the same flavour's local-folder Spark run (by key relative to
+   INPUT), the same PCA k, validate passes on the s3:// OUTPUT.
 
-Every number is read back with pyarrow. Network: 127.0.0.1 only (SPARK_LOCAL_IP, the S3 server's
-endpoint, AWS_EC2_METADATA_DISABLED)."""
+Every number is read back with pyarrow, in this process (the test venv). Network: 127.0.0.1 only
+(SPARK_LOCAL_IP, the S3 server's endpoint, AWS_EC2_METADATA_DISABLED)."""
 import csv
 import json
 import os
@@ -34,8 +47,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import MODEL_DIR, REPO, TEST_IMAGES, copy_sample, run_orchard
-from spark_cluster import (SPARK_SUBMIT, StandaloneCluster, ancestors, cmdline, is_zombie_or_gone,
-                           process_table, spark_env)
+from spark_cluster import (MAIN, Flavour, StandaloneCluster, ancestors, cmdline, is_zombie_or_gone,
+                           process_table, pyspark35, spark_env)
 
 APP = REPO / "spark" / "orchard_spark.py"
 BUNDLE_SH = REPO / "tools" / "bundle.sh"
@@ -49,7 +62,25 @@ SPARK_CONF = ["--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=1
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs, reference run, helpers
+# Flavours, inputs, reference run, helpers
+
+@pytest.fixture(scope="module", params=["main", "pyspark35"])
+def flavour(request) -> Flavour:
+    """The pyspark that spark-submit, the driver and the Python workers come from (see above)."""
+    if request.param == "main":
+        return MAIN
+    try:
+        f = pyspark35()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    assert f.version.startswith("3.5."), f
+    for module in ("numpy", "pyarrow", "pandas"):  # what a cluster node lacks
+        p = subprocess.run([str(f.python), "-c", f"import {module}"], env=spark_env(flavour=f),
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0, f"{f.python} can import {module}: .venv-pyspark35 must hold pyspark alone"
+    print(f"flavour: {f}", flush=True)
+    return f
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
@@ -87,8 +118,13 @@ def log_excerpt(text: str, n=60) -> str:
     return "\n".join(keep[-n:])
 
 
-def submit_cmd(master, *app_args, conf=()):
-    return [str(SPARK_SUBMIT), "--master", master, *SPARK_CONF, *conf, str(APP), "run", *map(str, app_args)]
+def submit_cmd(master, *app_args, conf=(), flavour=MAIN):
+    return [str(flavour.submit), "--master", master, *SPARK_CONF, *conf, str(APP), "run", *map(str, app_args)]
+
+
+def without_orchard(path: str) -> str:
+    """PATH less every folder holding an orchard: only the shipped bundle can provide the binary."""
+    return os.pathsep.join(d for d in path.split(os.pathsep) if not (Path(d) / "orchard").exists())
 
 
 def stop_group(p: subprocess.Popen):
@@ -178,12 +214,16 @@ def shards_arg(argv: list) -> list:
 
 class FeaturizeWatch:
     """Finds the `orchard featurize-shards OUTPUT` processes below the given root processes (a
-    Spark run's) and remembers every one seen: {pid: (shards, ancestors, argv)}."""
+    Spark run's) and remembers every one seen: {pid: (shards, ancestors, argv)}; also the Python
+    of each (its parent: the Python worker that ran it) in worker_pythons, and the Python of the
+    driver (the process running orchard_spark.py below the roots) in driver_pythons."""
 
     def __init__(self, roots, output: Path):
         self.roots = set(roots)
         self.output = str(output)
         self.seen = {}
+        self.worker_pythons = set()
+        self.driver_pythons = set()
 
     def scan(self) -> list:
         """[(pid, shards, ancestors)] of the live ones now."""
@@ -191,6 +231,10 @@ class FeaturizeWatch:
         live = []
         for pid in table:
             argv = cmdline(pid)
+            if len(argv) >= 2 and Path(argv[1]).name == APP.name:
+                if self.roots.intersection(ancestors(pid, table)):
+                    self.driver_pythons.add(argv[0])
+                continue
             if len(argv) < 3 or not argv[0].endswith("orchard") or argv[1] != "featurize-shards":
                 continue
             if self.output not in argv or is_zombie_or_gone(pid):
@@ -199,7 +243,11 @@ class FeaturizeWatch:
             if not self.roots.intersection(up):
                 continue
             shards = shards_arg(argv)
-            self.seen.setdefault(pid, (shards, up, argv))
+            if pid not in self.seen:
+                self.seen[pid] = (shards, up, argv)
+                parent = cmdline(up[0])
+                if parent:
+                    self.worker_pythons.add(parent[0])
             live.append((pid, shards, up))
         return live
 
@@ -216,22 +264,38 @@ class FeaturizeWatch:
         return None
 
 
+def assert_ran_on(flavour: Flavour, watch: "FeaturizeWatch", info: dict):
+    """The run's driver and the Python workers that ran orchard were the flavour's Python, its
+    Spark wrote _SUCCESS, and every featurize-shards process was the shipped bundle's orchard."""
+    assert watch.driver_pythons == {str(flavour.python)}, f"driver: {watch.driver_pythons}, not {flavour}"
+    assert watch.worker_pythons == {str(flavour.python)}, f"Python workers: {watch.worker_pythons}, not {flavour}"
+    assert info["engine"]["name"] == "spark" and info["engine"]["version"] == flavour.version, info["engine"]
+    assert watch.seen, "no featurize-shards process seen"
+    for shards, _, argv in watch.seen.values():
+        assert argv[0].endswith("/orchard/bin/orchard"), argv
+
+
 # ---------------------------------------------------------------------------------------------
-# 1. local[2,4] through spark-submit vs `orchard run`
+# 1. local[2,4] through spark-submit, the bundle shipped with --archives, vs `orchard run`
 
 @pytest.fixture(scope="module")
-def local_run(orchard_bin, model_env, images, tmp_path_factory) -> Path:
-    """spark-submit --master local[2,4] run over the local folder (default tasks per core)."""
-    tmp = tmp_path_factory.mktemp("spark-local")
+def local_run(flavour, model_env, images, bundle, tmp_path_factory):
+    """spark-submit --master local[2,4] --archives BUNDLE#orchard run over the local folder
+    (default tasks per core, --model the TF-slim folder); (OUTPUT, FeaturizeWatch, seconds)."""
+    tmp = tmp_path_factory.mktemp(f"spark-local-{flavour.name}")
     out = tmp / "out"
-    spark_submit(submit_cmd("local[2,4]", images, out, "--model", MODEL_DIR, "--shard-size", SHARD_SIZE,
-                            "--orchard", orchard_bin),
-                 spark_env(model_env, local_dirs=tmp / "spark-local"), tmp / "spark-submit.log")
-    return out
+    env = spark_env(model_env, local_dirs=tmp / "spark-local", flavour=flavour)
+    env["PATH"] = without_orchard(env["PATH"])
+    t0 = time.monotonic()
+    _, watch = spark_submit(submit_cmd("local[2,4]", images, out, "--model", MODEL_DIR, "--shard-size", SHARD_SIZE,
+                                       conf=["--archives", f"{bundle}#orchard"], flavour=flavour),
+                            env, tmp / "spark-submit.log", output=out)
+    return out, watch, time.monotonic() - t0
 
 
-def test_local_mode_matches_orchard_run(orchard_bin, model_env, images, reference, local_run):
-    out, ref = local_run, reference
+def test_local_mode_matches_orchard_run(flavour, orchard_bin, model_env, images, reference, local_run):
+    (out, watch, seconds), ref = local_run, reference
+    print(f"{flavour}: spark-submit local[2,4] in {seconds:.1f} s", flush=True)
 
     # The same parts, each holding the same rows in the same order, features bit for bit.
     for kind in TABLES:
@@ -279,6 +343,8 @@ def test_local_mode_matches_orchard_run(orchard_bin, model_env, images, referenc
     info = json.loads(success.read_text())
     assert info["engine"]["name"] == "spark" and info["engine"]["master"] == "local[2,4]"
     assert info["counts"]["inputs"] == len(inputs_of(images)) and info["counts"]["errors"] == 2
+    assert_ran_on(flavour, watch, info)
+    assert sorted(s for shards, _, _ in watch.seen.values() for s in shards) == list(range(n_shards(images)))
     assert not [p for p in files if ".tmp" in p.name], "no temporary left"
     run_orchard(orchard_bin, model_env, "validate", out)
 
@@ -471,24 +537,33 @@ def s3_download(server, bucket, prefix, dest: Path) -> dict:
     return stamps
 
 
-def test_s3_in_and_out_with_the_bundle(orchard_bin, images, local_run, bundle, tmp_path):
+def test_s3_in_and_out_with_the_bundle(flavour, orchard_bin, images, local_run, bundle, tmp_path):
     from s3_servers import SeaweedFS
+    local_out = local_run[0]
     with SeaweedFS() as server:
         server.create_bucket("orchard-in")
         server.create_bucket("orchard-out")
         uris = server.upload_tree(images, "orchard-in", "fruits")
         input_uri, output_uri = "s3://orchard-in/fruits", "s3://orchard-out/spark"
-        env = spark_env(server.env(), local_dirs=tmp_path / "spark-local")
+        aws_env = server.env()
+        if flavour.isolated:
+            # As on a cluster node with no region configured: none in the environment, no config
+            # file, no instance metadata; orchard asks the store for the bucket's region.
+            for k in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+                aws_env.pop(k)
+            aws_env.update(AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"), AWS_EC2_METADATA_DISABLED="true")
+        env = spark_env(aws_env, local_dirs=tmp_path / "spark-local", flavour=flavour)
         env["ORCHARD_CACHE"] = str(tmp_path / "cache")  # nothing from the user's model cache
         # Only the bundle can provide the binary: no --orchard, and no orchard on PATH.
-        env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep)
-                                      if not (Path(d) / "orchard").exists())
+        env["PATH"] = without_orchard(env["PATH"])
+        t0 = time.monotonic()
         text, watch = spark_submit(
             submit_cmd("local[2,4]", input_uri, output_uri, "--shard-size", SHARD_SIZE, "--tasks-per-core", "1",
-                       conf=["--archives", f"{bundle}#orchard"]),
+                       conf=["--archives", f"{bundle}#orchard"], flavour=flavour),
             env, tmp_path / "spark-submit.log", output=output_uri)
+        print(f"{flavour}: spark-submit local[2,4] on S3 in {time.monotonic() - t0:.1f} s", flush=True)
         assert "orchard-spark: done" in text
-        run_orchard(orchard_bin, server.env(), "validate", output_uri)
+        run_orchard(orchard_bin, aws_env, "validate", output_uri)
         got = tmp_path / "got"
         stamps = s3_download(server, "orchard-out", "spark", got)
 
@@ -496,9 +571,8 @@ def test_s3_in_and_out_with_the_bundle(orchard_bin, images, local_run, bundle, t
     # a folder named orchard: ./orchard/bin/orchard, ./orchard/share/orchard/model.pt).
     info = json.loads((got / "_SUCCESS").read_text())
     assert info["options"]["model"].endswith("/orchard/share/orchard/model.pt"), info["options"]
-    assert watch.seen, "no featurize-shards process seen"
+    assert_ran_on(flavour, watch, info)
     for shards, _, argv in watch.seen.values():
-        assert argv[0].endswith("/orchard/bin/orchard") and argv[0] != str(orchard_bin), argv
         assert argv[argv.index("--model") + 1] == str(Path(argv[0]).parents[1] / "share" / "orchard" / "model.pt"), argv
     assert sorted(s for shards, _, _ in watch.seen.values() for s in shards) == list(range(n_shards(images)))
     assert info["options"]["input"].rstrip("/") == input_uri
@@ -508,9 +582,11 @@ def test_s3_in_and_out_with_the_bundle(orchard_bin, images, local_run, bundle, t
     local_key = lambda p: str(Path(p).relative_to(images))  # noqa: E731
     assert sorted(map(s3_key, uris)) == sorted(map(local_key, inputs_of(images)))
     assert_each_input_once(got, [s3_key(u) for u in uris], key=s3_key)
-    assert_features_identical(got, local_run, key=s3_key, ref_key=local_key)
+    assert_features_identical(got, local_out, key=s3_key, ref_key=local_key)
     for kind in TABLES:
-        assert sorted(tables(got, kind)) == sorted(tables(local_run, kind))
-    model, ref_model = (pq.read_table(d / "pca" / "model.parquet").to_pylist()[0] for d in (got, local_run))
+        assert sorted(tables(got, kind)) == sorted(tables(local_out, kind))
+    # orchard fit removed the moments parts (a "moments/" folder marker may stay, as an empty folder does on disk)
+    assert not [k for k in stamps if k.startswith("moments/") and not k.endswith("/")], sorted(stamps)
+    model, ref_model = (pq.read_table(d / "pca" / "model.parquet").to_pylist()[0] for d in (got, local_out))
     assert model["k"] == ref_model["k"]
     assert np.max(np.abs(np.subtract(model["explained_variance_ratio"], ref_model["explained_variance_ratio"]))) <= 1e-9
