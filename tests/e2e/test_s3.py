@@ -441,8 +441,7 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
 
     outcomes = []
     for seed in range(4):
-        # each rerun starts from the finished OUTPUT (one that succeeds may remove _SUCCESS: it rewrites
-        # _featurize.json)
+        # each rerun starts from the finished OUTPUT
         c.put_object(Bucket=OUT, Key="run/_SUCCESS", Body=success)
         with FaultProxy(sw.endpoint, slowdown_rate=0.5, seed=seed) as proxy:
             env = env_for(sw, model_env, proxy.endpoint, ORCHARD_STORAGE_ATTEMPTS=1)
@@ -451,8 +450,10 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
             puts = [t for m, t, status in proxy.requests() if m in ("PUT", "POST") and t != f"/{OUT}/run/"]
         if p.returncode == 0:
             assert f"{SHARDS} of {SHARDS} shards were already finished" in p.stderr, p.stderr
-            # only the stage record (its PUT may be retried by the SDK after an injected 503)
-            assert set(puts) == {f"/{OUT}/run/_featurize.json"}, puts
+            # nothing to do: nothing written (not even the stage record, which stays the run's that
+            # made the shards), and the OUTPUT stays finished
+            assert puts == [], puts
+            assert_still_finished(p)
         else:
             assert p.returncode == 1 and len(orchard_lines(p.stderr)) == 1, p.stderr
             # the cause as the SDK names it: SLOW_DOWN when it read the 503's body, HTTP status 503
