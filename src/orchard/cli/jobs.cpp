@@ -1,7 +1,6 @@
 #include "orchard/cli/jobs.hpp"
 
 #include <arrow/util/config.h>
-#include <torch/version.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,7 +27,7 @@ namespace {
 void remove_success(const storage::Location& output) { storage::remove(layout::success(output)); }
 
 nlohmann::json versions() {
-  return {{"orchard", kVersion}, {"libtorch", TORCH_VERSION}, {"arrow", ARROW_VERSION_STRING}};
+  return {{"orchard", kVersion}, {model::engine_name(), model::engine_version()}, {"arrow", ARROW_VERSION_STRING}};
 }
 }  // namespace
 

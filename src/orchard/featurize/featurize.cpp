@@ -1,6 +1,5 @@
 #include "orchard/featurize/featurize.hpp"
 
-#include <ATen/Parallel.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,7 +16,7 @@
 #include "orchard/error.hpp"
 #include "orchard/image/decode.hpp"
 #include "orchard/image/resize.hpp"
-#include "orchard/model/mobilenet_v2.hpp"
+#include "orchard/model/shape.hpp"
 #include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
 #include "orchard/threads.hpp"
@@ -82,8 +81,6 @@ class ShardRun {
   void guarded(F&& f) {
     try {
       f();
-    } catch (const c10::Error& e) {
-      fail(std::make_exception_ptr(Error(std::string("inference failed: ") + e.what_without_backtrace())));
     } catch (...) {
       fail(std::current_exception());
     }
@@ -156,9 +153,8 @@ class ShardRun {
   }
 
   void work_loop() {
-    at::set_num_threads(1);  // parallelism comes from the workers: no OpenMP spinning on 2 cores
-    auto input = at::empty({options_.batch, 3, kSide, kSide}, at::kFloat);
-    float* in = input.data_ptr<float>();
+    std::vector<float> input(static_cast<std::size_t>(options_.batch) * kPixels), output(options_.batch * kDim);
+    float* in = input.data();
     std::vector<std::size_t> good;
     const std::size_t n = bytes_.size();
     while (true) {
@@ -186,8 +182,8 @@ class ShardRun {
       if (!good.empty()) {
         // An inference failure is never the image's fault (inputs are all 224x224): it throws and
         // leaves the shard unpublished, so a rerun retries it instead of losing those rows.
-        auto out = embedder_.embed(input.narrow(0, 0, static_cast<std::int64_t>(good.size()))).contiguous();
-        const float* v = out.data_ptr<float>();
+        embedder_.embed(in, static_cast<int>(good.size()), output.data());
+        const float* v = output.data();
         for (std::size_t g = 0; g < good.size(); ++g) {
           if (auto why = table::vector_problem(v + g * kDim, kDim); !why.empty()) {
             errors_[good[g]] = "the model produced " + why + "; this image gives no usable embedding";
@@ -276,13 +272,13 @@ class ProgressLine {
 }  // namespace
 
 Featurizer::Featurizer(const std::string& model_pt, const Options& options)
-    : embedder_(model_pt), options_(options) {
+    : embedder_(model::load_embedder(model_pt)), options_(options) {
   if (options_.batch < 1) throw Error("batch must be at least 1");
 }
 
 void Featurizer::run_shard(const dataset::Manifest& manifest, const storage::Location& input,
                            const storage::Location& output, int shard, Progress& progress) {
-  ShardRun run(manifest, input, shard, embedder_, options_, progress);
+  ShardRun run(manifest, input, shard, *embedder_, options_, progress);
   run.run();
   table::VectorRows good;
   table::ErrorRows bad;

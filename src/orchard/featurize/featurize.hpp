@@ -52,7 +52,7 @@ class Featurizer {
                  const storage::Location& output, int shard, Progress& progress);
 
  private:
-  model::Embedder embedder_;
+  std::unique_ptr<model::Embedder> embedder_;
   Options options_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -10,10 +11,13 @@
 #include <vector>
 
 #include <caffe2/serialize/inline_container.h>
+#include <ATen/Parallel.h>
+#include <torch/script.h>
 #include <torch/version.h>
 
 #include "orchard/error.hpp"
 #include "orchard/model/mobilenet_v2.hpp"
+#include "orchard/model/shape.hpp"
 #include "orchard/model/weights.hpp"
 #include "orchard/storage/layout.hpp"
 #include "orchard/storage/storage.hpp"
@@ -136,20 +140,50 @@ std::string model_fingerprint(const std::string& pt_path) {
   return hex;
 }
 
-Embedder::Embedder(const std::string& pt_path) {
-  try {
-    auto loaded = torch::jit::load(pt_path);
-    loaded.eval();
-    module_ = torch::jit::optimize_for_inference(loaded);
-  } catch (const c10::Error& e) {
-    throw Error(pt_path + ": cannot load the prepared model (" + std::string(e.what_without_backtrace()) +
-                "); prepare it again with `orchard prepare-model`");
+namespace {
+// LibTorch: the frozen TorchScript module, optimized for inference when loaded.
+class TorchEmbedder final : public Embedder {
+ public:
+  explicit TorchEmbedder(const std::string& pt_path) {
+    try {
+      auto loaded = torch::jit::load(pt_path);
+      loaded.eval();
+      module_ = torch::jit::optimize_for_inference(loaded);
+    } catch (const c10::Error& e) {
+      throw Error(pt_path + ": cannot load the prepared model (" + std::string(e.what_without_backtrace()) +
+                  "); prepare it again with `orchard prepare-model`");
+    }
   }
+
+  void embed(const float* in, int n, float* out) override {
+    thread_local const bool one_thread = [] {
+      at::set_num_threads(1);  // no OpenMP spinning beside the other workers
+      return true;
+    }();
+    (void)one_thread;
+    try {
+      torch::NoGradGuard no_grad;
+      const auto batch = torch::from_blob(const_cast<float*>(in), {n, 3, kInputSize, kInputSize}, torch::kFloat);
+      const auto result = module_.forward({batch}).toTensor().contiguous();
+      if (result.numel() != static_cast<std::int64_t>(n) * kEmbeddingDim)
+        throw Error("inference failed: the model gave " + std::to_string(result.numel()) + " values for " +
+                    std::to_string(n) + " images; prepare it again with `orchard prepare-model`");
+      std::copy(result.data_ptr<float>(), result.data_ptr<float>() + result.numel(), out);
+    } catch (const c10::Error& e) {
+      throw Error(std::string("inference failed: ") + e.what_without_backtrace());
+    }
+  }
+
+ private:
+  torch::jit::Module module_;
+};
+}  // namespace
+
+std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model) {
+  return std::make_unique<TorchEmbedder>(prepared_model);
 }
 
-torch::Tensor Embedder::embed(const torch::Tensor& batch) {
-  torch::NoGradGuard no_grad;
-  return module_.forward({batch}).toTensor();
-}
+std::string engine_name() { return "libtorch"; }
+std::string engine_version() { return TORCH_VERSION; }
 
 }  // namespace orchard::model

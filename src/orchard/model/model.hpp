@@ -1,9 +1,9 @@
 #pragma once
-// The embedding model as the pipeline sees it: prepared once (weights -> frozen TorchScript file,
-// cached), loaded from that file, run on batches. No Python anywhere.
+// The embedding model as the pipeline sees it: prepared once (weights -> a frozen file, cached),
+// loaded from that file, run on batches of float images. The engine (LibTorch's TorchScript today)
+// is a detail of model.cpp: callers see model::Embedder only. No Python anywhere.
+#include <memory>
 #include <string>
-
-#include <torch/script.h>
 
 namespace orchard::model {
 
@@ -30,16 +30,23 @@ std::string resolve(const std::string& model_option);
 // models' vectors in one OUTPUT. Throws orchard::Error when the file is not a prepared model.
 std::string model_fingerprint(const std::string& pt_path);
 
+// The network behind one interface, whatever engine runs it.
 class Embedder {
  public:
-  // Loads a prepared TorchScript file and optimizes it for inference on this machine.
-  explicit Embedder(const std::string& pt_path);
-  // Runs a batch [N,3,224,224] (x/127.5-1) and returns [N,1280] float embeddings. Safe to call
-  // from several threads at once (the workers share one module).
-  torch::Tensor embed(const torch::Tensor& batch);
-
- private:
-  torch::jit::Module module_;
+  virtual ~Embedder() = default;
+  // Embeds n images: in holds n x 3 x 224 x 224 floats (channels first, x/127.5-1), out receives
+  // n x 1280 floats (Keras MobileNetV2 without its top, average-pooled). Safe to call from several
+  // threads at once, each running one batch with one intra-op thread (the workers are the
+  // parallelism). Throws orchard::Error when inference fails (never the images' fault).
+  virtual void embed(const float* in, int n, float* out) = 0;
 };
+
+// Loads a prepared model (a path resolve() returned) into the engine that prepared it, optimized
+// for this machine. Throws orchard::Error naming the file when it cannot.
+std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model);
+
+// The engine's name and version for records ("libtorch", "2.15.0").
+std::string engine_name();
+std::string engine_version();
 
 }  // namespace orchard::model
