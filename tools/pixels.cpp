@@ -16,10 +16,11 @@
 #include "orchard/error.hpp"
 #include "orchard/image/decode.hpp"
 #include "orchard/image/resize.hpp"
+#include "orchard/model/shape.hpp"
 
 namespace {
 
-constexpr int kSide = 224;
+constexpr int kSide = orchard::model::kInputSize;
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::error_code ec;

@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 
+#include "orchard/model/shape.hpp"
 #include "orchard/report/report.hpp"
 
 int main(int argc, char** argv) {
@@ -24,9 +25,9 @@ int main(int argc, char** argv) {
   d.timings_s = {{"featurize", 312.4}, {"pca", 4.2}, {"validate", 1.1}};
   d.error_reasons = {{"truncated JPEG", 3}, {"not an image: <html>", 1}};
   double total = 0;
-  for (int i = 0; i < 1280; ++i) total += std::pow(i + 1.0, -1.5);
+  for (int i = 0; i < orchard::model::kEmbeddingDim; ++i) total += std::pow(i + 1.0, -1.5);
   double cum = 0;
-  for (int i = 0; i < 1280; ++i) {
+  for (int i = 0; i < orchard::model::kEmbeddingDim; ++i) {
     d.explained_ratio.push_back(std::pow(i + 1.0, -1.5) / total);
     cum += d.explained_ratio.back();
     if (d.k == 0 && cum >= 0.90) d.k = i + 1;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "orchard/pca/files.hpp"
 #include "orchard/pca/pca.hpp"
 #include "orchard/storage/storage.hpp"
 
@@ -36,32 +37,12 @@ struct JobSummary {
   double fit_seconds = 0, transform_seconds = 0;
 };
 
-// What OUTPUT/pca/model.parquet holds: everything a projection needs.
-struct SavedModel {
-  int k = 0;
-  int dim = 0;
-  std::int64_t rows = 0;                // rows the fit saw
-  bool center = false;                  // projection of x - mean instead of x (MLlib)
-  std::vector<double> mean;             // dim
-  std::vector<double> components;       // k x dim, row i = component i
-  std::vector<double> explained_ratio;  // all dim components
-  double cumulative() const;            // explained by the first k
-};
-
-// Reads pca/model.parquet. Throws orchard::Error naming the file when it is malformed.
-SavedModel read_model(const storage::Location& file);
-
 // The shard numbers of OUTPUT's features parts, sorted.
 std::vector<int> feature_shards(const storage::Location& output);
 
 // Moments (count, sum, centred Gram in double) of the features parts of these shards, read on
 // `threads` threads (0 = all cores). Throws orchard::Error naming a missing or malformed part.
 Moments part_moments(const storage::Location& output, const std::vector<int>& shards, int threads);
-
-// A moments file: one Parquet row per set (dim, count, sum, packed upper Gram), as small as the
-// statistics allow (6.6 MB at 1280 dimensions); read_moments merges every row it holds.
-void write_moments(const storage::Location& file, const Moments& m);
-Moments read_moments(const storage::Location& file);
 
 // Fits merged moments and writes pca/explained_variance.csv and pca/model.parquet (removing the
 // pca_features/ parts of an earlier fit). Returns the model it saved; fills s.rows, s.k, s.cumulative.

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "orchard/pca/job.hpp"
+#include "orchard/pca/files.hpp"
 #include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
 

@@ -11,7 +11,7 @@
 #include "orchard/dataset/manifest.hpp"
 #include "orchard/error.hpp"
 #include "orchard/model/shape.hpp"
-#include "orchard/pca/job.hpp"
+#include "orchard/pca/files.hpp"
 #include "orchard/storage/layout.hpp"
 #include "orchard/table/tables.hpp"
 
