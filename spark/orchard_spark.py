@@ -193,7 +193,10 @@ def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, varianc
     timings, t_all = {}, time.monotonic()
 
     t = time.monotonic()
-    plan = call_orchard(exe, "plan", input, output, "--glob", glob, "--shard-size", shard_size, "--limit", limit)
+    plan_args = ["plan", input, output, "--glob", glob, "--shard-size", shard_size, "--limit", limit]
+    if model:  # the manifest records its fingerprint: no task (nor a later rerun) mixes in another model
+        plan_args += ["--model", model]
+    plan = call_orchard(exe, *plan_args)
     finished = set(plan["finished"])
     todo = [s for s in range(plan["shards"]) if s not in finished]
     log(f"{plan['images']} images in {plan['shards']} shards, {len(finished)} already finished; "

@@ -309,6 +309,10 @@ def test_local_mode_matches_orchard_run(flavour, orchard_bin, model_env, images,
             f"features/{name}: not bit-identical to orchard run's"
     assert_features_identical(out, ref)
     assert_each_input_once(out, inputs_of(images))
+    # The driver's plan recorded the model, as `orchard run` does: a rerun with another is refused.
+    recorded = pq.read_schema(out / "_manifest.parquet").metadata[b"model"]
+    assert recorded.startswith(b"libtorch:mobilenet_v2-") and \
+        recorded == pq.read_schema(ref / "_manifest.parquet").metadata[b"model"], recorded
 
     # PCA: same k, ratios within 1e-9 (CSV and model), projections within 1e-6 relative.
     model, ref_model = (pq.read_table(d / "pca" / "model.parquet").to_pylist()[0] for d in (out, ref))
