@@ -186,3 +186,23 @@ def test_out_of_memory_fails_the_shard_never_an_error_row(orchard_bin, model_env
     # With enough memory the rerun embeds it.
     run_orchard(orchard_bin, env, "featurize", src, out, "--shard-size", 2, *base)
     assert read_dir(out / "features").num_rows == 3
+
+
+def test_concurrent_prepare_model_runs_never_clobber_each_other(orchard_bin, model_env, tmp_path):
+    """Every Spark executor of a node may run `prepare-model` at once: each writes under its own
+    temporary name, so none fails and default.pt is always one whole model (the previous build's
+    fixed default.pt.tmp failed 3 of 18 such runs)."""
+    env = dict(model_env, ORCHARD_CACHE=str(tmp_path / "cache"))
+    failures = []
+    for _ in range(3):
+        procs = [subprocess.Popen([str(orchard_bin), "prepare-model", str(MODEL_DIR)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            if p.returncode != 0:
+                failures.append(err.strip())
+    assert not failures, failures
+    assert not [f for f in (tmp_path / "cache").iterdir() if ".tmp" in f.name], "no temporary left"
+    src = tmp_path / "in"
+    copy_sample(src, CLASSES[:1], 2)
+    run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.pt loads
