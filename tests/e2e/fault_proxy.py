@@ -157,8 +157,10 @@ class FaultProxy:
     """HTTP/1.1 proxy on a free 127.0.0.1 port in front of `upstream` (http://host:port)."""
 
     def __init__(self, upstream: str, latency_s=0.0, slowdown_rate=0.0, reset_rate=0.0, seed=0,
-                 fault_limit=None):
-        """Starts listening at once; stop() (or leaving a `with` block) shuts it down."""
+                 fault_limit=None, fate=None):
+        """Starts listening at once; stop() (or leaving a `with` block) shuts it down. fate, when
+        given, decides chosen requests: fate(method, path, n) (n: how many requests with that method
+        and path came before) returns None (the random draw decides), 'ok', '503' or 'reset'."""
         u = urlsplit(upstream)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"upstream must be http://host:port, not {upstream!r}")
@@ -168,6 +170,7 @@ class FaultProxy:
         self._latency, self._slowdown, self._reset, self._limit = 0.0, 0.0, 0.0, None
         self.set(latency_s, slowdown_rate, reset_rate, fault_limit)
         self._faults = 0
+        self._fate, self._seen = fate, Counter()
         self._counts = Counter()
         self._requests = []
         self._socks = set()
@@ -270,6 +273,12 @@ class FaultProxy:
                     fault = "503"
                 elif r < self._slowdown + self._reset:
                     fault = "reset"
+            if self._fate:
+                path = urlsplit(target).path
+                forced = self._fate(method, path, self._seen[(method, path)])
+                self._seen[(method, path)] += 1
+                if forced is not None:
+                    fault = None if forced == "ok" else forced
             if fault:
                 self._faults += 1
                 self._counts["faults_503" if fault == "503" else "resets"] += 1

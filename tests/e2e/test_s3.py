@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 import zipfile
-from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -147,32 +146,6 @@ def assert_csv_is_pca_features(text: str, pca: pa.Table):
     assert not len(differ), (f"{len(differ)} of {got.size} CSV values are not the Parquet float32, e.g. row "
                              f"{differ[0][0]}: {body[differ[0][0]][2 + differ[0][1]]!r} vs "
                              f"{want[tuple(differ[0])]!r}")
-
-
-class TargetedFaults(FaultProxy):
-    """A FaultProxy that also decides the fate of chosen requests: fate(method, path, n) (n: how many
-    requests of that method and path came before this one) returns None (the random draw decides),
-    'ok', '503' or 'reset'."""
-
-    def __init__(self, upstream, fate, **kw):
-        self._fate, self._seen = fate, Counter()
-        super().__init__(upstream, **kw)
-
-    def _decide(self, method, target):
-        latency, drawn = super()._decide(method, target)
-        path = urlsplit(target).path
-        with self._lock:
-            n = self._seen[(method, path)]
-            self._seen[(method, path)] += 1
-            forced = self._fate(method, path, n)
-            if forced is None or forced == (drawn or "ok"):
-                return latency, drawn
-            counter = {"503": "faults_503", "reset": "resets"}
-            if drawn:
-                self._counts[counter[drawn]] -= 1
-            if forced != "ok":
-                self._counts[counter[forced]] += 1
-            return latency, None if forced == "ok" else forced
 
 
 def statuses(proxy, method, path) -> list:
@@ -398,7 +371,7 @@ def test_csv_written_under_faults_is_the_fault_free_csv(sw, reference, input_uri
             return forced[n] if n < len(forced) else "ok"
         return None
 
-    with TargetedFaults(sw.endpoint, fate, slowdown_rate=0.05, reset_rate=0.03, seed=14) as proxy:
+    with FaultProxy(sw.endpoint, slowdown_rate=0.05, reset_rate=0.03, seed=14, fate=fate) as proxy:
         orchard(orchard_bin, env_for(sw, model_env, proxy.endpoint), *run_args("csv-faults"))
         counts = proxy.counts()
         part_puts = {}
@@ -471,7 +444,7 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
     # The same for certain: every request for the manifest is refused, so the rerun cannot check it.
     c.put_object(Bucket=OUT, Key="run/_SUCCESS", Body=success)
     manifest_path = f"/{OUT}/run/_manifest.parquet"
-    with TargetedFaults(sw.endpoint, lambda method, path, n: "503" if path == manifest_path else None) as proxy:
+    with FaultProxy(sw.endpoint, fate=lambda method, path, n: "503" if path == manifest_path else None) as proxy:
         env = env_for(sw, model_env, proxy.endpoint, ORCHARD_STORAGE_ATTEMPTS=1)
         p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/run", model_pt), check=False)
         deletes = statuses(proxy, "DELETE", f"/{OUT}/run/_SUCCESS")
@@ -551,7 +524,7 @@ def test_validate_through_an_outage_is_a_store_error(sw, sw_run, orchard_bin, mo
     orchard(orchard_bin, env_for(sw, model_env), "validate", output)  # valid, when the store answers
     part = f"/{OUT}/validate-outage/features/part-00003.parquet"
     attempts = 2
-    with TargetedFaults(sw.endpoint, lambda method, path, n: "503" if method == "GET" and path == part else None) \
+    with FaultProxy(sw.endpoint, fate=lambda method, path, n: "503" if method == "GET" and path == part else None) \
             as proxy:
         p = orchard(orchard_bin, env_for(sw, model_env, proxy.endpoint, ORCHARD_STORAGE_ATTEMPTS=attempts),
                     "validate", output, check=False)
@@ -584,7 +557,7 @@ def test_spent_retries_are_not_retried_again(sw, sw_run, orchard_bin, model_env)
             return "ok" if n == 0 else "503"
         return None
 
-    with TargetedFaults(sw.endpoint, fate) as proxy:
+    with FaultProxy(sw.endpoint, fate=fate) as proxy:
         p = orchard(orchard_bin, env_for(sw, model_env, proxy.endpoint, ORCHARD_STORAGE_ATTEMPTS=attempts),
                     "pca", output, "--k", 3, check=False)
         gets = statuses(proxy, "GET", part)
