@@ -173,8 +173,9 @@ def test_job_level_errors_are_one_clear_line(orchard_bin, model_env, tmp_path):
 
 def test_featurize_shards_leaves_other_processes_temporaries(orchard_bin, model_env, tmp_path):
     """Spark runs several `featurize-shards` processes on one OUTPUT at once, and may run a
-    speculative copy of a task: each deletes the half-written parts that a killed process on this
-    host left for its own shards, never a live process's or another machine's."""
+    speculative copy of a task: each deletes the half-written parts of its own shards that a dead
+    process on this host left (untouched for a minute) or that nobody touched for a day, never a
+    live process's, a fresh one's or another machine's."""
     src = tmp_path / "in"
     sample_input(src, 3)  # 12 images, 4 shards of 3
     out = tmp_path / "out"
@@ -192,8 +193,17 @@ def test_featurize_shards_leaves_other_processes_temporaries(orchard_bin, model_
                      # the same shards as this process's, but a live attempt's, or another machine's
                      out / "features" / f"part-00001.parquet.tmp-{host}-{alive.pid}-7",
                      out / "errors" / f"part-00000.parquet.tmp-other-node-{dead}-3"]
+        # An earlier version's name, untouched for two days: its writer is long gone.
+        stale.append(out / "errors" / "part-00000.parquet.tmp-999999-5")
+        # A dead writer's, but touched seconds ago: perhaps a live one in another PID namespace.
+        in_flight.append(out / "features" / f"part-00000.parquet.tmp-{host}-{dead}-9")
+        # An earlier version's name, fresh: kept.
+        in_flight.append(out / "features" / "part-00001.parquet.tmp-999999-6")
+        now = time.time()
         for f in stale + in_flight:
             f.write_bytes(b"half a part")
+        for f, age in ((stale[0], 120), (stale[1], 120), (stale[2], 2 * 86400)):
+            os.utime(f, (now - age, now - age))
         run_orchard(orchard_bin, model_env, "featurize-shards", out, "--shards", "0,1", "--model", MODEL_DIR, "--quiet")
     finally:
         alive.kill()

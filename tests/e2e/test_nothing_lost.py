@@ -136,7 +136,9 @@ def test_shard_lists_are_strict(orchard_bin, model_env, finished):
 
 def test_usage_errors_exit_2_with_the_usage_line(orchard_bin, model_env, tmp_path):
     for args, usage in ((["featurize"], "orchard featurize"), (["pca", tmp_path, "--variance", "2"], "orchard pca"),
-                        (["run", tmp_path, tmp_path, "--no-such-flag"], "orchard run"), ([], "orchard")):
+                        (["run", tmp_path, tmp_path, "--no-such-flag"], "orchard run"), ([], "orchard"),
+                        (["fit", tmp_path], "orchard fit"),
+                        (["fit", tmp_path, "--moments", "m.parquet", "--moments-parts", "0"], "orchard fit")):
         p = run_orchard(orchard_bin, model_env, *args, check=False)
         assert p.returncode == 2, (args, p.returncode, p.stderr)
         assert f"Usage: {usage}" in p.stderr and f"Run `{usage} --help`" in p.stderr, p.stderr
@@ -206,3 +208,23 @@ def test_concurrent_prepare_model_runs_never_clobber_each_other(orchard_bin, mod
     src = tmp_path / "in"
     copy_sample(src, CLASSES[:1], 2)
     run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.pt loads
+
+
+def test_a_cached_model_without_its_fingerprint_is_prepared_again(orchard_bin, model_env, tmp_path):
+    """A cache filled by a build that recorded no fingerprint must not give the same weights another
+    fingerprint than a fresh preparation does (a driver's old cache vs a new executor's)."""
+    import zipfile
+    env = dict(model_env, ORCHARD_CACHE=str(tmp_path / "cache"))
+    cached = Path(run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR).stdout.strip())
+    assert cached.parent == tmp_path / "cache"
+    stripped = tmp_path / "stripped.pt"
+    with zipfile.ZipFile(cached) as src, zipfile.ZipFile(stripped, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.endswith("extra/orchard_fingerprint"):
+                dst.writestr(info, src.read(info))
+    stripped.replace(cached)  # as an older build left it
+    again = Path(run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR).stdout.strip())
+    assert again == cached
+    with zipfile.ZipFile(again) as z:
+        record = [n for n in z.namelist() if n.endswith("extra/orchard_fingerprint")]
+        assert record and z.read(record[0]).startswith(b"libtorch:mobilenet_v2-"), "prepared again, with its record"

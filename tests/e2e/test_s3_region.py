@@ -99,3 +99,17 @@ def test_instance_metadata_then_the_one_line_error(images, orchard_bin, model_en
         assert "no AWS region configured" in p.stderr and "AWS_REGION" in p.stderr, p.stderr
     finally:
         server.shutdown()
+
+
+def test_a_failing_store_is_not_taken_for_one_without_a_region(seaweedfs, images, orchard_bin, model_env):
+    """A 5xx to HeadBucket (a proxy, a restarting server) does not say "no location constraint": the
+    region stays unknown (here: the one-line error), instead of signing every request for us-east-1."""
+    from fault_proxy import FaultProxy
+    seaweedfs.create_bucket("region-5xx")
+    with FaultProxy(seaweedfs.endpoint,
+                    fate=lambda method, path, n: "503" if method == "HEAD" and path == "/region-5xx" else None) as proxy:
+        env = no_region({**model_env, **seaweedfs.env(proxy.endpoint), "AWS_EC2_METADATA_DISABLED": "true"})
+        p = run_orchard(orchard_bin, env, "featurize", "s3://region-5xx/fruits", "s3://region-5xx/out", "--model",
+                        MODEL_DIR, check=False)
+        assert ("HEAD", "/region-5xx", 503) in [(m, t, st) for m, t, st in proxy.requests()], proxy.requests()
+    assert p.returncode == 1 and "no AWS region configured" in p.stderr, p.stderr

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "orchard/dataset/manifest.hpp"
@@ -179,7 +178,10 @@ void run_moments(const std::string& output_uri, const std::string& shards, const
       throw Error(layout::feature_part(output, s).display() + " is missing; featurize that shard first");
   const auto m = pca::part_moments(output, list, threads);
   const auto file = out.empty() ? layout::moments_part(output, list.front()) : storage::open(out);
-  if (out.empty()) storage::make_dirs(layout::moments_dir(output));
+  if (out.empty()) {  // a file inside OUTPUT: no longer a validated run until commit
+    remove_success(output);
+    storage::make_dirs(layout::moments_dir(output));
+  }
   pca::write_moments(file, m);
   nlohmann::json j = {{"shards", list}, {"rows", m.count}, {"file", storage::redact(file.display())}};
   if (out.empty()) j["part"] = list.front();
@@ -189,12 +191,13 @@ void run_moments(const std::string& output_uri, const std::string& shards, const
 void run_fit(const PcaArgs& a, const std::vector<std::string>& moments, const std::string& moments_parts) {
   const auto output = storage::open(a.output);
   pca::check_options({a.variance, a.k, a.center, "", 0});
-  if (moments.empty() == moments_parts.empty())
-    throw Error("fit: give either --moments FILE... or --moments-parts LIST (the parts `orchard moments` wrote)");
   std::vector<storage::Location> files;
   for (const auto& f : moments) files.push_back(storage::open(f));
-  for (int p : dataset::parse_shard_list(moments_parts, std::numeric_limits<int>::max()))
-    files.push_back(layout::moments_part(output, p));
+  if (!moments_parts.empty()) {  // part numbers are first shards: below the features parts' count
+    const auto shards = pca::feature_shards(output);
+    for (int p : dataset::parse_shard_list(moments_parts, shards.empty() ? 0 : shards.back() + 1))
+      files.push_back(layout::moments_part(output, p));
+  }
   pca::Moments all;
   for (const auto& f : files) all.merge(pca::read_moments(f));
   remove_success(output);  // OUTPUT's pca/ is about to change

@@ -127,11 +127,15 @@ int main(int argc, char** argv) {
 
   auto* fit = app.add_subcommand("fit", "step: merge moments files, fit PCA, write OUTPUT/pca/");
   fit->add_option("OUTPUT", pa.output, "an OUTPUT with features/")->required();
-  fit->add_option("--moments", moments, "moments files from `orchard moments --out` (merged)");
+  auto* fit_files = fit->add_option("--moments", moments, "moments files from `orchard moments --out` (merged)");
   fit->add_option("--moments-parts", shards,
-                  "part numbers of OUTPUT/moments/ that `orchard moments` wrote, e.g. 0,12,24 (merged, then deleted)");
+                  "part numbers of OUTPUT/moments/ that `orchard moments` wrote, e.g. 0,12,24 (merged, then deleted)")
+      ->excludes(fit_files);
   add_pca_options(fit);
-  fit->callback([&] { run_fit(pa, moments, shards); });
+  fit->callback([&] {
+    if (moments.empty() && shards.empty()) throw CLI::RequiredError("--moments or --moments-parts");
+    run_fit(pa, moments, shards);
+  });
 
   auto* proj = app.add_subcommand("project", "step: project some features parts with OUTPUT/pca/model.parquet");
   proj->add_option("OUTPUT", target, "an OUTPUT with features/ and pca/")->required();

@@ -218,17 +218,24 @@ class ShardRun {
 };
 
 // Deletes the half-written local parts of `shards` (sorted) that a killed run left (they never had
-// their final name; an object store never has any): only those written on this host by a process
-// that no longer runs. Another process (a concurrent or speculative Spark attempt, here or on
-// another machine sharing the folder) may be writing its own right now.
+// their final name; an object store never has any): those written on this host by a process that
+// no longer runs and untouched for a minute (a live writer in another PID namespace with the same
+// host name keeps writing), and any untouched for a day (another machine's, or named by an earlier
+// version). Another process (a concurrent or speculative Spark attempt, here or on another machine
+// sharing the folder) may be writing its own right now.
 void remove_stale_temporaries(const storage::Location& dir, const std::vector<int>& shards) {
   if (dir.object_store()) return;
+  const auto now = std::chrono::system_clock::now();
   for (const auto& f : storage::list_dir(dir)) {
-    const auto w = f.IsFile() ? layout::parse_temporary(f.base_name()) : std::nullopt;
-    if (!w || !std::binary_search(shards.begin(), shards.end(), w->shard) || w->host != storage::host_name()) continue;
+    const auto shard = f.IsFile() ? layout::temporary_part_shard(f.base_name()) : std::nullopt;
+    if (!shard || !std::binary_search(shards.begin(), shards.end(), *shard)) continue;
+    const auto idle = now - f.mtime();
+    const auto w = layout::parse_temporary(f.base_name());
     // This process writes nothing yet: a temporary with its pid is an earlier process's (pid reused).
-    const bool gone = w->pid == ::getpid() || (::kill(static_cast<pid_t>(w->pid), 0) != 0 && errno == ESRCH);
-    if (gone) storage::remove(dir.at(f.path()));
+    const bool writer_gone = w && w->host == storage::host_name() &&
+                             (w->pid == ::getpid() || (::kill(static_cast<pid_t>(w->pid), 0) != 0 && errno == ESRCH));
+    if ((writer_gone && idle > std::chrono::minutes(1)) || idle > std::chrono::hours(24))
+      storage::remove(dir.at(f.path()));
   }
 }
 
@@ -318,8 +325,8 @@ Summary run(const dataset::Manifest& manifest, const storage::Location& input, c
   }
   auto t0 = Clock::now();
   if (!todo.empty()) {
+    Featurizer featurizer(model_pt, options);  // a model that cannot load changes nothing
     if (options.before_writing) options.before_writing();
-    Featurizer featurizer(model_pt, options);
     sum.model_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     t0 = Clock::now();  // images/s counts the images, not the model's loading
     Progress progress;

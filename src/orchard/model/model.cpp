@@ -62,7 +62,9 @@ std::string prepare(const std::string& weights, const std::string& out_path) {
   std::snprintf(network, sizeof network, "libtorch:mobilenet_v2-g%d-%016llx", kGraphVersion,
                 static_cast<unsigned long long>(fingerprint(w)));
   const std::string target = out_path.empty() ? cache_dir() + "/" + name : out_path;
-  if (out_path.empty() && fs::is_regular_file(target)) return target;
+  // A cached file prepared before fingerprints were recorded is prepared again, so that the same
+  // weights always have the same fingerprint (a driver's old cache and a new executor's agree).
+  if (out_path.empty() && fs::is_regular_file(target) && model_fingerprint(target) == network) return target;
   auto module = build_mobilenet_v2(w);
   static std::atomic<int> counter{0};
   const std::string tmp = layout::temporary_name(target, storage::host_name(), ::getpid(), counter++);

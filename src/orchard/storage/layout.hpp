@@ -80,6 +80,13 @@ inline std::string temporary_name(const std::string& final_path, const std::stri
 // True for a name made by temporary_name (being written, or left behind by a killed run).
 inline bool is_temporary(const std::string& name) { return name.find(kTemporaryMark) != std::string::npos; }
 
+// The shard of a temporary part name in any format this or an earlier version made
+// ("part-00007.parquet.tmp-..." -> 7), or nothing.
+inline std::optional<int> temporary_part_shard(const std::string& name) {
+  const auto at = name.find(kTemporaryMark);
+  return at == std::string::npos ? std::nullopt : parse_part(name.substr(0, at));
+}
+
 // What a temporary name says of its writer.
 struct TemporaryWriter {
   int shard = -1;  // the part's shard, -1 when it is not a part ("_SUCCESS.tmp-...")

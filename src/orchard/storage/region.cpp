@@ -82,7 +82,8 @@ std::optional<Response> http(const Url& u, const std::string& method, const std:
   timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  std::string req = method + " /" + path + " HTTP/1.1\r\nHost: " + u.host + ":" + u.port +
+  const std::string host = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;  // IPv6
+  std::string req = method + " /" + path + " HTTP/1.1\r\nHost: " + host + ":" + u.port +
                     "\r\nConnection: close\r\nContent-Length: 0\r\n";
   for (const auto& [k, v] : headers) req += k + ": " + v + "\r\n";
   req += "\r\n";
@@ -138,7 +139,9 @@ std::optional<std::string> from_store(const std::string& bucket, const std::stri
   // default region, what its GetBucketLocation's empty answer means and what the AWS CLI and boto3
   // sign with for a custom endpoint.
   const auto h = r->headers.find("x-amz-bucket-region");
-  return h == r->headers.end() ? std::optional<std::string>("us-east-1") : checked(h->second);
+  if (h != r->headers.end()) return checked(h->second);
+  // Only an answer from the store itself (not a 5xx of a proxy or a restarting server) says so.
+  return r->status >= 200 && r->status < 500 ? std::optional<std::string>("us-east-1") : std::nullopt;
 }
 
 std::optional<std::string> from_instance_metadata() {

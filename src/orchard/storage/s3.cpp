@@ -20,6 +20,7 @@ namespace {
 std::mutex mu;
 std::map<std::pair<std::string, std::string>, std::shared_ptr<arrow::fs::FileSystem>> filesystems;  // by key, region
 std::map<std::string, std::string> bucket_regions;  // found (not configured) regions, by bucket
+std::mutex secrets_mu;  // its own: scrub() asks for the secrets while mu may be held (an error in filesystem())
 std::vector<std::string> secrets;
 bool initialised = false;
 
@@ -128,7 +129,7 @@ Uri parse(const std::string& uri) {
   u.bucket = authority;
   u.key = key;
   if (!u.secret_key.empty()) {
-    std::lock_guard lock(mu);
+    std::lock_guard lock(secrets_mu);
     secrets.push_back(u.secret_key);
   }
   return u;
@@ -165,7 +166,7 @@ std::shared_ptr<arrow::fs::FileSystem> filesystem(const Uri& uri) {
 }
 
 std::vector<std::string> uri_secrets() {
-  std::lock_guard lock(mu);
+  std::lock_guard lock(secrets_mu);
   return secrets;
 }
 
