@@ -264,16 +264,26 @@ void make_dirs(const Location& dir) {
   check(dir.fs->CreateDir(dir.path, true), dir.display() + ": cannot create the folder");
 }
 
+namespace {
+// check() for a deletion: a path already gone is fine.
+void check_deleted(const arrow::Status& st, const std::string& context) {
+  if (st.ok()) return;
+  try {
+    check(st, context);
+  } catch (const Error& e) {
+    if (!e.is_not_found()) throw;
+  }
+}
+}  // namespace
+
 void remove(const Location& file) {
-  with_retries("deleting " + file.display(), [&] {
-    const auto st = file.fs->DeleteFile(file.path);
-    if (st.ok()) return;
-    try {
-      check(st, file.display() + ": cannot delete");
-    } catch (const Error& e) {
-      if (!e.is_not_found()) throw;
-    }
-  });
+  with_retries("deleting " + file.display(),
+               [&] { check_deleted(file.fs->DeleteFile(file.path), file.display() + ": cannot delete"); });
+}
+
+void remove_dir(const Location& dir) {
+  with_retries("deleting " + dir.display(),
+               [&] { check_deleted(dir.fs->DeleteDir(dir.path), dir.display() + ": cannot delete"); });
 }
 
 std::string host_name() {
@@ -286,18 +296,6 @@ std::string host_name() {
     return n;
   }();
   return name;
-}
-
-void remove_dir(const Location& dir) {
-  with_retries("deleting " + dir.display(), [&] {
-    const auto st = dir.fs->DeleteDir(dir.path);
-    if (st.ok()) return;
-    try {
-      check(st, dir.display() + ": cannot delete");
-    } catch (const Error& e) {
-      if (!e.is_not_found()) throw;
-    }
-  });
 }
 
 void write_atomic(const Location& file,
