@@ -111,9 +111,14 @@ class ShardRun {
       try {
         buf = storage::read_file(input_.at(item.path), item.size);
       } catch (const Error& e) {
-        if (e.is_not_found()) why = "changed since planning: it no longer exists";
-        else if (e.is_bad_input()) why = e.what();
-        else throw;
+        if (e.is_bad_input()) {
+          why = e.what();
+        } else if (auto gone = e.is_not_found() ? storage::changed_since_listing(input_.at(item.path), -1)
+                                                 : std::nullopt) {
+          why = gone->reason;
+        } else {
+          throw;  // a store failure, or a file that is there after all: fail the shard
+        }
       }
       std::lock_guard lock(mu_);
       bytes_[i] = std::move(buf);
@@ -139,16 +144,8 @@ class ShardRun {
   // longer has its listed size (it was read to that size, so "truncated" would blame the bytes).
   std::string bad_input_row(std::size_t i, const Error& e) const {
     const auto& item = manifest_.items[begin_ + i];
-    if (item.size >= 0) {
-      try {
-        if (const auto now = storage::file_size(input_.at(item.path)); now != item.size)
-          return "changed since planning: listed with " + std::to_string(item.size) + " bytes, now " +
-                 std::to_string(now) + "; run on a new OUTPUT to embed its current content";
-      } catch (const Error& gone) {
-        if (!gone.is_not_found()) throw;
-        return "changed since planning: it no longer exists";
-      }
-    }
+    if (item.size >= 0)
+      if (auto c = storage::changed_since_listing(input_.at(item.path), item.size)) return c->reason;
     return e.what();
   }
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "orchard/error.hpp"
@@ -191,17 +192,26 @@ std::vector<arrow::fs::FileInfo> list_dir(const Location& folder) {
   return out;
 }
 
+std::optional<Change> changed_since_listing(const Location& file, std::int64_t listed) {
+  arrow::fs::FileInfo info;
+  with_retries("checking " + file.display(), [&] {
+    info = value_or_throw(file.fs->GetFileInfo(file.path), file.display() + ": could not check it");
+  });
+  if (info.type() == arrow::fs::FileType::NotFound) return Change{true, "changed since planning: it no longer exists"};
+  if (listed >= 0 && info.size() != listed)
+    return Change{false, "changed since planning: listed with " + std::to_string(listed) + " bytes, now " +
+                             std::to_string(info.size()) + "; run on a new OUTPUT to embed its current content"};
+  return std::nullopt;
+}
+
 namespace {
-// After a read of a listed file went wrong: kBadInput when the file is no longer the size it was
-// listed with (it changed since planning: that input's problem, not the store's), kNotFound when
-// it is gone; nothing when it still has its listed size (the store or the connection failed).
+// After a read of the listed size went wrong: kNotFound naming the file when it is gone, kBadInput
+// when it has another size; nothing when it is as listed (the store or the connection failed).
 void throw_if_changed(const Location& file, std::int64_t listed) {
-  const auto info = value_or_throw(file.fs->GetFileInfo(file.path), file.display() + ": cannot read");
-  if (info.type() == arrow::fs::FileType::NotFound)
-    throw Error::not_found(file.display() + ": cannot read: it no longer exists (it was listed)");
-  if (info.size() != listed)
-    throw Error::bad_input("changed since planning: listed with " + std::to_string(listed) + " bytes, now " +
-                           std::to_string(info.size()) + "; run on a new OUTPUT to embed its current content");
+  const auto c = changed_since_listing(file, listed);
+  if (!c) return;
+  if (c->gone) throw Error::not_found(file.display() + ": cannot read: it no longer exists (it was listed)");
+  throw Error::bad_input(c->reason);
 }
 }  // namespace
 
@@ -248,7 +258,6 @@ arrow::fs::FileInfo stat(const Location& file) {
   return info;
 }
 
-std::int64_t file_size(const Location& file) { return stat(file).size(); }
 
 bool exists(const Location& loc) {
   bool found = false;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,16 +60,23 @@ std::vector<FileEntry> list_files(const Location& root, const std::string& glob)
 std::vector<arrow::fs::FileInfo> list_dir(const Location& folder);
 
 // The whole content of a file; size >= 0 (from a listing) saves an object store's HEAD request.
-// Retried on store failures; throws kNotFound / kStorage naming the file, and kBadInput when the
-// file no longer has the listed size (changed since it was listed).
+// Retried on store failures; throws kNotFound / kStorage naming the file, and kBadInput with
+// changed_since_listing's reason when a read of the listed size went wrong because its size changed.
 std::shared_ptr<arrow::Buffer> read_file(const Location& file, std::int64_t size = -1);
+
+// How a listed file is no longer what the listing said (reason "changed since planning: it no
+// longer exists" or "...: listed with N bytes, now M ..."; listed < 0 checks existence only), or
+// nothing when it still is. One HEAD, retried; a check that cannot be made throws kStorage.
+struct Change {
+  bool gone = false;   // it no longer exists
+  std::string reason;  // for an error row
+};
+std::optional<Change> changed_since_listing(const Location& file, std::int64_t listed);
 
 // What the store says of a file now: size, modification time (one HEAD on an object store).
 // Throws kNotFound / kStorage.
 arrow::fs::FileInfo stat(const Location& file);
 
-// stat(file).size().
-std::int64_t file_size(const Location& file);
 
 // True when something exists at loc, false when it certainly does not. A check that could not be
 // made throws kStorage: it is never taken for "absent".
