@@ -4,18 +4,19 @@
 #   2. .venv: the reference pipeline (PySpark, TensorFlow/Keras, Pillow) and pyarrow, whose
 #      Arrow/Parquet C++ headers and libraries the build links against; .venv-pyspark35: pyspark
 #      3.5 alone, the cluster side of the Spark tests (no numpy, no pyarrow)
-#   3. .deps/libtorch-VERSION: LibTorch (headers, libtorch_cpu, libc10) from PyPI's torch wheel
+#   3. .deps/openvino-VERSION: the inference engine (OpenVINO's C++ headers and CPU runtime) from
+#      PyPI's openvino wheel
 #   4. CMake build into build/, with g++-11
-# Why PyPI's LibTorch and GCC 11: neither needs more than glibc 2.28 and GCC 11's libstdc++, so the
+# Why PyPI's OpenVINO and GCC 11: neither needs more than glibc 2.28 and GCC 11's libstdc++, so the
 # worker bundle (tools/bundle.sh) runs on Amazon Linux 2023 (EMR 7: glibc 2.34, GCC 11's
-# libstdc++); Debian's libtorch and GCC 12 need glibc 2.36 (docs/deploy.md).
+# libstdc++); GCC 12 needs glibc 2.36 (docs/deploy.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(
   build-essential g++-11 cmake pkg-config git
   libjpeg62-turbo-dev libpng-dev
-  liblapacke-dev libopenblas-dev libhdf5-dev
+  libopenblas-dev libhdf5-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
   python3-venv python3-dev openjdk-17-jre-headless chromium patchelf
 )
@@ -67,28 +68,27 @@ if [ ! -f "$stamp35" ] || [ "$(cat "$stamp35")" != "$want35" ]; then
   echo "$want35" > "$stamp35"
 fi
 
-# LibTorch: the files the build and the binary need, from the pinned wheels. PyPI's Linux torch is
-# the CUDA build; its libtorch_cpu also links the CUDA runtime and CUPTI, which load without a GPU.
-# The wheels' layout is kept, so libtorch_cpu's own RPATH ($ORIGIN/../../nvidia/cu13/lib) finds them.
-LIBTORCH_VERSION=2.15.0
-LIBTORCH_WHEELS=(torch==$LIBTORCH_VERSION nvidia-cuda-runtime==13.2.86 nvidia-cuda-cupti==13.2.86)
-LIBTORCH=.deps/libtorch-$LIBTORCH_VERSION
-if [ ! -f "$LIBTORCH/.complete" ]; then
-  echo "setup: fetching LibTorch $LIBTORCH_VERSION from PyPI (${LIBTORCH_WHEELS[*]}: ~550 MB)"
+# OpenVINO: its C++ headers and the CPU runtime (libopenvino, the CPU plugin, the IR reader, oneTBB
+# and hwloc: 82 MB of the wheel's 180), from the pinned 59 MB wheel; the wheel's layout is kept.
+OPENVINO_VERSION=2026.4.1
+OPENVINO=.deps/openvino-$OPENVINO_VERSION
+if [ ! -f "$OPENVINO/.complete" ]; then
+  echo "setup: fetching OpenVINO $OPENVINO_VERSION from PyPI (openvino wheel: ~59 MB)"
   wheels=$(mktemp -d)
-  .venv/bin/pip download -q --no-deps --only-binary=:all: -d "$wheels" "${LIBTORCH_WHEELS[@]}"
-  rm -rf "$LIBTORCH" && mkdir -p "$LIBTORCH"
-  .venv/bin/python - "$wheels" "$LIBTORCH" <<'EOF'
-import pathlib, sys, zipfile
+  .venv/bin/pip download -q --no-deps --only-binary=:all: -d "$wheels" "openvino==$OPENVINO_VERSION"
+  rm -rf "$OPENVINO" && mkdir -p "$OPENVINO"
+  .venv/bin/python - "$wheels" "$OPENVINO" <<'EOF'
+import pathlib, re, sys, zipfile
 wheels, dest = pathlib.Path(sys.argv[1]), sys.argv[2]
-wanted = ("torch/include/", "torch/lib/libtorch_cpu.so", "torch/lib/libc10.so", "torch/lib/libgomp.so.1",
-          "nvidia/cu13/lib/libcudart.so.13", "nvidia/cu13/lib/libcupti.so.13")
+wanted = re.compile(r"openvino/(include/.*|libs/(libopenvino\.so\.\d+|libopenvino_intel_cpu_plugin\.so"
+                    r"|libopenvino_ir_frontend\.so\.\d+|libtbb\.so\.12|libtbbmalloc\.so\.2|libtbbbind_2_5\.so\.3"
+                    r"|libhwloc\.so\.15))$")
 for wheel in sorted(wheels.glob("*.whl")):
     with zipfile.ZipFile(wheel) as z:
-        z.extractall(dest, [n for n in z.namelist() if n.startswith(wanted)])
+        z.extractall(dest, [n for n in z.namelist() if wanted.match(n)])
 EOF
   rm -rf "$wheels"
-  touch "$LIBTORCH/.complete"
+  touch "$OPENVINO/.complete"
 fi
 
 # The build uses GCC 11 (see the top); a build folder configured with another compiler starts over.
@@ -97,6 +97,6 @@ if [ -f build/CMakeCache.txt ] && ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*g++-11
   rm -rf build/CMakeCache.txt build/CMakeFiles
 fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc-11 -DCMAKE_CXX_COMPILER=g++-11 \
-  -DORCHARD_PYTHON="$PWD/.venv/bin/python" -DORCHARD_LIBTORCH="$PWD/$LIBTORCH" >/dev/null
+  -DORCHARD_PYTHON="$PWD/.venv/bin/python" -DORCHARD_OPENVINO="$PWD/$OPENVINO" >/dev/null
 cmake --build build -j"$(nproc)"
 echo "setup: ready (build/orchard)"

@@ -75,9 +75,9 @@ def main():
     files = sorted((str(p) for p in TEST.rglob("*.jpg")), key=lambda s: s.encode())[:a.images]
     work = Path(tempfile.mkdtemp(prefix="orchard-bench-s3-"))
     base_env = dict(os.environ, ORCHARD_CACHE=str(work / "cache"))
-    subprocess.run([str(ORCHARD), "prepare-model", str(MODEL), "--out", str(work / "model.pt")],
+    subprocess.run([str(ORCHARD), "prepare-model", str(MODEL), "--out", str(work / "model.ov")],
                    env=base_env, check=True, stdout=subprocess.DEVNULL)
-    model = ["--model", str(work / "model.pt"), "--limit", str(a.images), "--shard-size", str(a.shard_size)]
+    model = ["--model", str(work / "model.ov"), "--limit", str(a.images), "--shard-size", str(a.shard_size)]
 
     with SeaweedFS(workdir=work) as s3:
         s3.create_bucket("bench")

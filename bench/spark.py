@@ -43,7 +43,7 @@ def main():
     orchard = REPO / "build" / "orchard"
     work = Path(tempfile.mkdtemp(prefix="orchard-bench-spark-"))
     env = {"ORCHARD_CACHE": str(work / "cache"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    pt = work / "model.pt"
+    pt = work / "model.ov"
     r = timed_run("prepare", [str(orchard), "prepare-model", str(MODEL), "--out", str(pt)], work / "prep.log", env)
     assert r["rc"] == 0
     limit = ["--limit", str(a.n)] if a.n else []

@@ -63,9 +63,9 @@ def find_orchard(explicit=None):
 
 
 def bundled_model(exe):
-    """The prepared model a bundle carries next to its binary (share/orchard/model.pt), or None."""
-    pt = os.path.join(os.path.dirname(os.path.dirname(exe)), "share", "orchard", "model.pt")
-    return pt if os.path.isfile(pt) else None
+    """The prepared model a bundle carries next to its binary (share/orchard/model.ov), or None."""
+    path = os.path.join(os.path.dirname(os.path.dirname(exe)), "share", "orchard", "model.ov")
+    return path if os.path.isfile(path) else None
 
 
 def call_orchard(exe, *args):
@@ -277,8 +277,8 @@ def main(argv=None):
     r = sub.add_parser("run", help="featurize INPUT into OUTPUT, fit and apply PCA, validate, report")
     r.add_argument("input", metavar="INPUT", help="folder (visible to every executor) or s3://bucket/prefix")
     r.add_argument("output", metavar="OUTPUT", help="folder or s3://bucket/prefix; a rerun resumes it")
-    r.add_argument("--model", help="weights or prepared .pt (local to every node, or s3://); "
-                                   "default: the bundle's model.pt")
+    r.add_argument("--model", help="weights or prepared .ov (local to every node, or s3://); "
+                                   "default: the bundle's model.ov")
     r.add_argument("--glob", default="*.jpg", help="file-name pattern (default *.jpg)")
     r.add_argument("--shard-size", type=int, default=1000, help="images per shard/part (default 1000)")
     r.add_argument("--limit", type=int, default=0, help="only the first N files (default all)")

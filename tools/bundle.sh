@@ -15,7 +15,7 @@ SELF="$REPO/tools/bundle.sh"
 
 usage() {
   cat <<EOF
-Usage: tools/bundle.sh [--model WEIGHTS_OR_PT] [--out DIR] [--allow-newer-host] [--check] [--force]
+Usage: tools/bundle.sh [--model WEIGHTS_OR_OV] [--out DIR] [--allow-newer-host] [--check] [--force]
 
 Builds DIR/orchard-VERSION-linux-x86_64.tar.gz (VERSION from \`orchard --version\`) and prints its
 path as the last line. Its top level is what Spark's \`--archives X.tar.gz#orchard\` unpacks into
@@ -24,13 +24,13 @@ path as the last line. Its top level is what Spark's \`--archives X.tar.gz#orcha
   bin/orchard                 the binary, DT_RPATH \$ORIGIN/../lib
   lib/*.so*                   every shared library it needs except glibc's and the GCC runtime
                               (libstdc++.so.6, libgcc_s.so.1), which the host provides (DT_RPATH \$ORIGIN)
-  share/orchard/model.pt      only with --model: a prepared model (use --model ./orchard/share/orchard/model.pt)
+  share/orchard/model.ov      only with --model: a prepared model (use --model ./orchard/share/orchard/model.ov)
   share/orchard/abi.txt       per file, the newest GLIBC, GLIBCXX, CXXABI and GCC symbol versions it
                               imports from the host, and its symbols above the limits
   README, VERSION
 
 Options:
-  --model WEIGHTS_OR_PT       bundle a prepared model: a .pt is copied as is; a TF-slim .npy folder
+  --model WEIGHTS_OR_OV       bundle a prepared model: a .ov is copied as is; a TF-slim .npy folder
                               or a Keras .h5 file is prepared with \`orchard prepare-model --out\`
   --out DIR                   where the archive goes (default: dist/ in the repository)
   --allow-newer-host          build even when the bundle needs more than Amazon Linux 2023 provides
@@ -72,7 +72,7 @@ BIN="${ORCHARD_BUILD:-$REPO/build}/orchard"
 [ -x "$BIN" ] || die "$BIN: no orchard binary (build it: cmake --build build, or ./setup.sh)"
 BIN=$(readlink -f "$BIN")
 [ "$(uname -m)" = x86_64 ] || die "only linux-x86_64 bundles are supported (this is $(uname -m))"
-for t in ldd objdump readelf tar gzip flock sort; do
+for t in ldd objdump readelf strip tar gzip flock sort; do
   command -v "$t" >/dev/null || die "$t not found (Debian: binutils, libc-bin, tar, gzip, util-linux)"
 done
 if ! command -v patchelf >/dev/null; then
@@ -150,7 +150,7 @@ EOF
 bundle.sh: error: the bundle needs more than $HOST.
 Files above the limits ($LIMITS), with the symbols they import:
 $lines
-Build with what ./setup.sh sets up (g++-11, LibTorch from PyPI's manylinux wheel) or with libraries
+Build with what ./setup.sh sets up (g++-11, OpenVINO from PyPI's manylinux wheel) or with libraries
 built for an older system, or pass --allow-newer-host for a bundle meant only for newer hosts.
 EOF
   return 1
@@ -207,15 +207,23 @@ while read -r soname arrow path _; do
   n=$((n + 1))
 done <<<"$LDD"
 [ "$n" -gt 0 ] || die "ldd found no library to bundle (unexpected)"
+# OpenVINO loads its CPU plugin and its IR reader (and oneTBB its hwloc binding) with dlopen() from
+# libopenvino's own folder, so ldd does not list them: they come from beside the libopenvino found.
+ov=$(awk '$1 ~ /^libopenvino\.so/ && $2 == "=>" {print $3}' <<<"$LDD")
+[ -n "$ov" ] || die "$BIN does not link libopenvino (unexpected)"
+for f in libopenvino_intel_cpu_plugin.so 'libopenvino_ir_frontend.so.*' libtbbbind_2_5.so.3 libhwloc.so.15; do
+  found=$(compgen -G "$(dirname "$ov")/$f" | head -1) || die "$(dirname "$ov")/$f: missing (run ./setup.sh)"
+  cp -L "$found" "$STAGE/lib/" && chmod u+w,a+r "$STAGE/lib/$(basename "$found")"
+  n=$((n + 1))
+done
 log "copied $n libraries ($(( $(date +%s) - T0 )) s)"
 cp "$BIN" "$STAGE/bin/orchard"
 chmod 755 "$STAGE/bin/orchard"
 
-# 2. Debug info, where a file has any. Today none has: Debian's libraries are stripped and the
-#    pyarrow wheel's and orchard keep only symbol tables (dropping those too, --strip-unneeded,
-#    saves 15 MiB of 602 unpacked and 3 MiB of 215 compressed: not worth altering the wheel's files).
+# 2. Symbol tables and debug info, which nothing at run time reads (the dynamic symbols stay): the
+#    pyarrow wheel's libraries and orchard keep theirs, 4 MiB of the compressed archive.
 for f in "$STAGE/bin/orchard" "$STAGE"/lib/*; do
-  if readelf -S -W "$f" 2>/dev/null | grep -q ' \.debug_'; then strip --strip-debug "$f"; fi
+  strip --strip-unneeded "$f" || die "strip $f failed"
 done
 
 # 3. Search paths. DT_RPATH rather than DT_RUNPATH: it applies before LD_LIBRARY_PATH (Hadoop and
@@ -266,11 +274,11 @@ gate "$STAGE/share/orchard/abi.txt" || exit 1
 # 5. The model, README and VERSION.
 if [ -n "$MODEL" ]; then
   case "$MODEL" in
-    *.pt) cp "$MODEL" "$STAGE/share/orchard/model.pt" ;;
+    *.ov) cp "$MODEL" "$STAGE/share/orchard/model.ov" ;;
     *)
       log "preparing the model from $MODEL"
       cache=$(mktemp -d)
-      ORCHARD_CACHE="$cache" "$BIN" prepare-model "$MODEL" --out "$STAGE/share/orchard/model.pt" >/dev/null ||
+      ORCHARD_CACHE="$cache" "$BIN" prepare-model "$MODEL" --out "$STAGE/share/orchard/model.ov" >/dev/null ||
         { rm -rf "$cache"; die "orchard prepare-model $MODEL failed"; }
       rm -rf "$cache" ;;
   esac
@@ -294,13 +302,13 @@ It runs from any directory, with any or no environment.
 
 On Spark, ship it with \`spark-submit --archives orchard-$VERSION-linux-x86_64.tar.gz#orchard\`:
 every executor then has ./orchard/bin/orchard.
-$( [ -n "$MODEL" ] && echo "A prepared MobileNetV2 is in share/orchard/model.pt: pass --model ./orchard/share/orchard/model.pt
-(or the path where this archive is unpacked)." || echo "No model is bundled: pass --model (a prepared .pt, a TF-slim .npy folder or a Keras .h5, local or s3://)." )
+$( [ -n "$MODEL" ] && echo "A prepared MobileNetV2 is in share/orchard/model.ov: pass --model ./orchard/share/orchard/model.ov
+(or the path where this archive is unpacked)." || echo "No model is bundled: pass --model (a prepared .ov, a TF-slim .npy folder or a Keras .h5, local or s3://)." )
 EOF
 
 # 6. The archive: top level bin/, lib/, share/, README, VERSION; written under a temporary name.
 tar -C "$STAGE" --owner=0 --group=0 --numeric-owner --sort=name -cf - README VERSION bin lib share |
-  gzip -6 > "$ARCHIVE.tmp.$$"
+  gzip -9 > "$ARCHIVE.tmp.$$"
 rm -f "$STAMP"  # no stamp, no reuse: until the three files below agree
 mv -f "$ARCHIVE.tmp.$$" "$ARCHIVE"
 cp "$STAGE/share/orchard/abi.txt" "$REPORT"

@@ -27,7 +27,7 @@ INPUT and OUTPUT are s3://bucket/prefix URIs (a laptop path is not visible from 
 OUTPUT/_SUCCESS is written last.
 
 Application options (passed through to orchard_spark.py run):
-  --model M             s3:// URI of a prepared .pt or of the Keras .h5 file; a local .pt/.h5
+  --model M             s3:// URI of a prepared .ov or of the Keras .h5 file; a local .ov/.h5
                         file is uploaded under --code-uri first; ./orchard/... names a file in
                         the bundle. Omit when the bundle carries a prepared model.
   --glob G              file name pattern (orchard's default: *.jpg)

@@ -96,12 +96,17 @@ def test_layout(bundle):
         names = t.getnames()
     top = {n.split("/")[0] for n in names}
     assert top <= {"bin", "lib", "share", "README", "VERSION"}, top
-    assert "bin/orchard" in names and "share/orchard/model.pt" in names
+    assert "bin/orchard" in names and "share/orchard/model.ov" in names
     assert not [n for n in names if n.startswith("/") or ".." in n.split("/")]
     assert (bundle.root / "VERSION").read_text().strip() == bundle.version
-    # Exactly the non-glibc libraries the loader resolves for build/orchard.
+    # What every executor downloads: at most 80 MiB with the model (LibTorch's was 169 MiB).
+    assert bundle.archive.stat().st_size <= 80 * 2**20, bundle.archive.stat().st_size / 2**20
+    # Exactly the non-glibc libraries the loader resolves for build/orchard, plus what OpenVINO
+    # loads itself from its folder: the CPU plugin, the IR reader, oneTBB's hwloc binding.
     ldd = subprocess.run(["ldd", str(bundle.exe)], capture_output=True, text=True, check=True).stdout
     wanted = {m for m in re.findall(r"^\s*(\S+) => /", ldd, re.M) if not host_own(m)}
+    wanted |= {"libopenvino_intel_cpu_plugin.so", "libtbbbind_2_5.so.3", "libhwloc.so.15"}
+    wanted |= {f.name for f in Path(re.search(r"libopenvino\.so\.\d+ => (\S+)", ldd)[1]).parent.glob("libopenvino_ir_frontend.so.*")}
     assert {f.name for f in (bundle.root / "lib").iterdir()} == wanted
     assert len(wanted) > 10
 
@@ -171,7 +176,7 @@ def test_runs_with_empty_env_from_anywhere_and_matches_build(bundle, model_env, 
 
     # The bundle: empty environment, another working directory, the bundled model.
     cmd = [*empty_env(tmp_path), str(binary), "featurize", str(images), str(tmp_path / "out"),
-           "--model", str(bundle.root / "share" / "orchard" / "model.pt"), "--quiet"]
+           "--model", str(bundle.root / "share" / "orchard" / "model.ov"), "--quiet"]
     log = tmp_path / "bundle-featurize.log"  # a file, not a pipe: nothing can block while we sample
     proc = subprocess.Popen(cmd, cwd=elsewhere, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     mapped, samples = set(), 0
@@ -189,13 +194,14 @@ def test_runs_with_empty_env_from_anywhere_and_matches_build(bundle, model_env, 
     print(f"{samples} samples of /proc/PID/maps: {len(shared_objects)} shared objects mapped, outside the bundle:",
           sorted(m for m in shared_objects if not m.startswith(str(bundle.root) + "/")))
     inside = str(bundle.root) + "/"
-    assert [m for m in shared_objects if re.fullmatch(re.escape(inside) + r"lib/libtorch_cpu\.so[.\d]*", m)], \
-        f"libtorch_cpu never seen mapped from the bundle ({samples} samples of /proc/PID/maps)"
+    for engine in ("libopenvino.so", "libopenvino_intel_cpu_plugin.so", "libopenvino_ir_frontend.so"):
+        assert [m for m in shared_objects if re.fullmatch(re.escape(inside + "lib/" + engine) + r"[.\d]*", m)], \
+            f"{engine} never seen mapped from the bundle ({samples} samples of /proc/PID/maps)"
     foreign = sorted(m for m in shared_objects if not m.startswith(inside) and not host_own(m))
     assert not foreign, f"mapped from outside the bundle: {foreign}"
     for forbidden in (str(REPO / "build") + "/", str(REPO / ".venv") + "/", str(bundle.exe.parent) + "/"):
         assert not [m for m in mapped if m.startswith(forbidden)], forbidden
-    assert not [m for m in mapped if "libtorch" in m and not m.startswith(inside)]
+    assert not [m for m in mapped if "libopenvino" in m and not m.startswith(inside)]
 
     ref, got = features(tmp_path / "ref"), features(tmp_path / "out")
     assert got.num_rows == ref.num_rows == n
@@ -284,7 +290,7 @@ def test_build_passes_the_host_check(bundle):
     assert "host check: OK" in bundle.stdout and "WARNING" not in bundle.stderr
     libs = {f.name for f in (bundle.root / "lib").iterdir()}
     assert not {"libstdc++.so.6", "libgcc_s.so.1"} & libs
-    assert "libtorch_cpu.so" in libs and "libc10.so" in libs
+    assert "libopenvino_intel_cpu_plugin.so" in libs and [n for n in libs if n.startswith("libopenvino.so.")]
 
 
 def test_check_agrees_with_independent_scan(bundle, tmp_path):

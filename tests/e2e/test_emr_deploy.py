@@ -59,7 +59,7 @@ def aws(moto, tmp_path):
         tar.add(payload, arcname="bin/orchard")
     app = tmp_path / "orchard_spark.py"
     app.write_text("# stands in for spark/orchard_spark.py\n")
-    model = tmp_path / "mobilenet_v2.pt"
+    model = tmp_path / "mobilenet_v2.ov"
     model.write_bytes(os.urandom(1024))
     env = moto.env()
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"  # the venv's aws
@@ -133,7 +133,7 @@ def test_help_teaches_the_options():
     ([INPUT, OUTPUT, "--idle-timeout", "5"], "--idle-timeout"),
     ([INPUT, OUTPUT, "--core-count", "two"], "--core-count"),
     ([INPUT, OUTPUT, "--core-type", "m6i.metal"], "give --executors"),
-    ([INPUT, OUTPUT, "--model", "no/such/model.pt"], "--model"),
+    ([INPUT, OUTPUT, "--model", "no/such/model.ov"], "--model"),
     ([INPUT], "expected INPUT and OUTPUT"),
     ([INPUT, OUTPUT, "--bundle", "/nonexistent.tar.gz"], "--bundle"),
 ])
@@ -277,7 +277,7 @@ def test_run_uploads_and_creates_the_cluster_with_the_step(aws):
 
     # the three files are in the bucket, byte for byte
     s3 = moto.client()
-    model_uri = CODE + "models/mobilenet_v2.pt"
+    model_uri = CODE + "models/mobilenet_v2.ov"
     for local, uri in ((aws["bundle"], BUNDLE_URI), (aws["app"], APP_URI), (aws["model"], model_uri)):
         key = uri.removeprefix(f"s3://{BUCKET}/")
         assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == Path(local).read_bytes(), uri

@@ -74,7 +74,7 @@ def test_a_rerun_with_another_model_is_refused(orchard_bin, model_env, finished,
     finally:
         (out / "part-00001.saved").rename(out / "features" / "part-00001.parquet")
     # The original model, given as a file:// URI, resumes.
-    model_pt = run_orchard(orchard_bin, model_env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.pt").stdout.strip()
+    model_pt = run_orchard(orchard_bin, model_env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.ov").stdout.strip()
     run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", "file://" + model_pt, "--shard-size", 4)
 
 
@@ -161,7 +161,7 @@ def test_out_of_memory_fails_the_shard_never_an_error_row(orchard_bin, model_env
     env = dict(model_env, OMP_NUM_THREADS="1")
     small = tmp_path / "small"
     copy_sample(small, CLASSES[:1], 2)
-    model_pt = run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.pt").stdout.strip()
+    model_pt = run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.ov").stdout.strip()
     base = ["--model", model_pt, "--threads", 1, "--io-depth", 1, "--quiet"]
     # The least address space `featurize` needs for ordinary images (binary search, 16 MiB steps).
     lo, hi = 256 << 20, 16 << 30
@@ -192,7 +192,7 @@ def test_out_of_memory_fails_the_shard_never_an_error_row(orchard_bin, model_env
 
 def test_concurrent_prepare_model_runs_never_clobber_each_other(orchard_bin, model_env, tmp_path):
     """Every Spark executor of a node may run `prepare-model` at once: each writes under its own
-    temporary name, so none fails and default.pt is always one whole model (the previous build's
+    temporary name, so none fails and default.ov is always one whole model (the previous build's
     fixed default.pt.tmp failed 3 of 18 such runs)."""
     env = dict(model_env, ORCHARD_CACHE=str(tmp_path / "cache"))
     failures = []
@@ -207,24 +207,33 @@ def test_concurrent_prepare_model_runs_never_clobber_each_other(orchard_bin, mod
     assert not [f for f in (tmp_path / "cache").iterdir() if ".tmp" in f.name], "no temporary left"
     src = tmp_path / "in"
     copy_sample(src, CLASSES[:1], 2)
-    run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.pt loads
+    run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.ov loads
 
 
-def test_a_cached_model_without_its_fingerprint_is_prepared_again(orchard_bin, model_env, tmp_path):
-    """A cache filled by a build that recorded no fingerprint must not give the same weights another
-    fingerprint than a fresh preparation does (a driver's old cache vs a new executor's)."""
+def test_an_earlier_engines_model_never_loads(orchard_bin, model_env, tmp_path):
+    """Prepared models are versioned by engine: an earlier Orchard's LibTorch .pt (passed, or left
+    as the cache's default.pt) is refused with the way forward, and a cached file that is not a
+    whole prepared model under the current name is prepared again, never loaded."""
     import zipfile
     env = dict(model_env, ORCHARD_CACHE=str(tmp_path / "cache"))
+    src = tmp_path / "in"
+    copy_sample(src, CLASSES[:1], 2)
+    old = tmp_path / "cache" / "default.pt"
+    old.parent.mkdir()
+    with zipfile.ZipFile(old, "w") as z:  # what LibTorch's torch.jit.save writes: a zip
+        z.writestr("archive/extra/orchard_fingerprint", "libtorch:mobilenet_v2-g2-0123456789abcdef")
+    for args in (["--model", str(old)], []):
+        p = subprocess.run([str(orchard_bin), "featurize", str(src), str(tmp_path / "out"), "--quiet", *args],
+                           env=env, capture_output=True, text=True)
+        assert p.returncode == 1, (args, p.returncode, p.stderr)
+        assert "default.pt: a LibTorch model prepared by an earlier Orchard" in p.stderr and \
+            "orchard prepare-model" in p.stderr, p.stderr
+    assert not (tmp_path / "out" / "features").exists()
     cached = Path(run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR).stdout.strip())
-    assert cached.parent == tmp_path / "cache"
-    stripped = tmp_path / "stripped.pt"
-    with zipfile.ZipFile(cached) as src, zipfile.ZipFile(stripped, "w") as dst:
-        for info in src.infolist():
-            if not info.filename.endswith("extra/orchard_fingerprint"):
-                dst.writestr(info, src.read(info))
-    stripped.replace(cached)  # as an older build left it
+    assert cached.parent == tmp_path / "cache" and "-openvino" in cached.name and cached.suffix == ".ov", cached
+    whole = cached.read_bytes()
+    assert whole.startswith(b"orchard prepared model 1\nopenvino:mobilenet_v2-g3-"), whole[:80]
+    cached.write_bytes(whole[: len(whole) // 2])  # as a full disk or a killed copy could leave it
     again = Path(run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR).stdout.strip())
-    assert again == cached
-    with zipfile.ZipFile(again) as z:
-        record = [n for n in z.namelist() if n.endswith("extra/orchard_fingerprint")]
-        assert record and z.read(record[0]).startswith(b"libtorch:mobilenet_v2-"), "prepared again, with its record"
+    assert again == cached and again.read_bytes() == whole, "prepared again, the same bytes"
+    run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.ov loads

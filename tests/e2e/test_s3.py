@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import time
-import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -167,18 +166,18 @@ def images(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_pt(orchard_bin, model_env, tmp_path_factory) -> Path:
-    """The model prepared once into a local .pt (every run here uses it: no re-preparing)."""
-    pt = tmp_path_factory.mktemp("s3-model") / "mobilenet_v2.pt"
-    orchard(orchard_bin, model_env, "prepare-model", MODEL_DIR, "--out", pt)
-    return pt
+def prepared_model(orchard_bin, model_env, tmp_path_factory) -> Path:
+    """The model prepared once into a local .ov (every run here uses it: no re-preparing)."""
+    path = tmp_path_factory.mktemp("s3-model") / "mobilenet_v2.ov"
+    orchard(orchard_bin, model_env, "prepare-model", MODEL_DIR, "--out", path)
+    return path
 
 
 @pytest.fixture(scope="module")
-def reference(orchard_bin, model_env, images, model_pt, tmp_path_factory) -> dict:
+def reference(orchard_bin, model_env, images, prepared_model, tmp_path_factory) -> dict:
     """The same images featurized from local disk (same options): the rows S3 runs must equal."""
     out = tmp_path_factory.mktemp("s3-reference") / "out"
-    orchard(orchard_bin, model_env, *featurize_args(images, out, model_pt))
+    orchard(orchard_bin, model_env, *featurize_args(images, out, prepared_model))
     table = pa.concat_tables([pq.read_table(p) for p in sorted((out / "features").glob("part-*.parquet"))])
     rows = feature_rows(table)
     assert len(rows) == len(CLASSES) * PER_CLASS
@@ -190,25 +189,25 @@ def input_uris(images) -> list:
     return sorted(f"{INPUT}/{p.relative_to(images).as_posix()}" for p in images.rglob("*.jpg"))
 
 
-def _stock(server, images, model_pt):
+def _stock(server, images, prepared_model):
     """Buckets IN (the images under fruits/, the model under models/) and OUT on `server`."""
     server.create_bucket(IN)
     server.create_bucket(OUT)
     server.upload_tree(images, IN, "fruits")
-    server.client().upload_file(str(model_pt), IN, "models/mobilenet_v2.pt")
+    server.client().upload_file(str(prepared_model), IN, "models/mobilenet_v2.ov")
     return server
 
 
 @pytest.fixture(scope="module")
-def sw(seaweedfs, images, model_pt):
+def sw(seaweedfs, images, prepared_model):
     """The SeaweedFS server, stocked."""
-    return _stock(seaweedfs, images, model_pt)
+    return _stock(seaweedfs, images, prepared_model)
 
 
 @pytest.fixture(scope="module")
-def moto(moto_s3, images, model_pt):
+def moto(moto_s3, images, prepared_model):
     """The moto server, stocked."""
-    return _stock(moto_s3, images, model_pt)
+    return _stock(moto_s3, images, prepared_model)
 
 
 def env_for(server, model_env, endpoint=None, **extra) -> dict:
@@ -219,26 +218,26 @@ def env_for(server, model_env, endpoint=None, **extra) -> dict:
     return env
 
 
-def s3_run(orchard_bin, model_env, server, model_pt, prefix) -> dict:
+def s3_run(orchard_bin, model_env, server, prepared_model, prefix) -> dict:
     """`orchard run INPUT s3://OUT/prefix` through a fault-free proxy that counts the requests."""
     with FaultProxy(server.endpoint) as proxy:
         p = orchard(orchard_bin, env_for(server, model_env, proxy.endpoint),
-                    "run", INPUT, f"s3://{OUT}/{prefix}", "--model", model_pt, "--shard-size", SHARD,
+                    "run", INPUT, f"s3://{OUT}/{prefix}", "--model", prepared_model, "--shard-size", SHARD,
                     "--quiet", "--k", 5)
         counts = proxy.counts()
     return {"server": server, "prefix": prefix, "counts": counts, "stderr": p.stderr}
 
 
 @pytest.fixture(scope="module")
-def sw_run(orchard_bin, model_env, sw, model_pt) -> dict:
-    return s3_run(orchard_bin, model_env, sw, model_pt, "run")
+def sw_run(orchard_bin, model_env, sw, prepared_model) -> dict:
+    return s3_run(orchard_bin, model_env, sw, prepared_model, "run")
 
 
 @pytest.fixture(params=["seaweedfs", "moto"])
-def main_run(request, orchard_bin, model_env, model_pt) -> dict:
+def main_run(request, orchard_bin, model_env, prepared_model) -> dict:
     if request.param == "seaweedfs":
         return request.getfixturevalue("sw_run")
-    return s3_run(orchard_bin, model_env, request.getfixturevalue("moto"), model_pt, "run")
+    return s3_run(orchard_bin, model_env, request.getfixturevalue("moto"), prepared_model, "run")
 
 
 # ---- tests ----
@@ -304,12 +303,12 @@ def test_pca_csv_on_s3(sw, sw_run, orchard_bin, model_env):
     orchard(orchard_bin, env, "validate", f"s3://{OUT}/run")
 
 
-def test_sigkill_then_rerun_gives_each_input_once(sw, reference, input_uris, orchard_bin, model_env, model_pt):
+def test_sigkill_then_rerun_gives_each_input_once(sw, reference, input_uris, orchard_bin, model_env, prepared_model):
     c = sw.client()
     prefix = "killed"
     with FaultProxy(sw.endpoint, latency_s=0.05) as proxy:  # slow enough for the kill to land midway
         env = env_for(sw, model_env, proxy.endpoint)
-        args = [str(orchard_bin), *map(str, featurize_args(INPUT, f"s3://{OUT}/{prefix}", model_pt))]
+        args = [str(orchard_bin), *map(str, featurize_args(INPUT, f"s3://{OUT}/{prefix}", prepared_model))]
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         done = []
         deadline = time.time() + 300
@@ -324,7 +323,7 @@ def test_sigkill_then_rerun_gives_each_input_once(sw, reference, input_uris, orc
         done = keys(c, OUT, f"{prefix}/features")
         assert 2 <= len(done) < SHARDS, f"the kill should land midway ({len(done)} of {SHARDS} parts)"
 
-        p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/{prefix}", model_pt))
+        p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/{prefix}", prepared_model))
     skipped = int(re.search(rf"(\d+) of {SHARDS} shards were already finished", p.stderr).group(1))
     assert skipped >= len(done), "the rerun skips every shard finished before the kill"
     assert skipped < SHARDS
@@ -337,11 +336,11 @@ def test_sigkill_then_rerun_gives_each_input_once(sw, reference, input_uris, orc
     assert not uploads, f"no multipart upload left open: {uploads}"
 
 
-def test_injected_faults_change_nothing(sw, reference, input_uris, orchard_bin, model_env, model_pt):
+def test_injected_faults_change_nothing(sw, reference, input_uris, orchard_bin, model_env, prepared_model):
     c = sw.client()
     with FaultProxy(sw.endpoint, slowdown_rate=0.1, reset_rate=0.05, seed=6) as proxy:
         env = env_for(sw, model_env, proxy.endpoint)
-        orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/faults", model_pt))
+        orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/faults", prepared_model))
         orchard(orchard_bin, env, "validate", f"s3://{OUT}/faults")  # reads every part, under faults
         counts = proxy.counts()
     assert counts.get("faults_503", 0) > 0 and counts.get("resets", 0) > 0, counts
@@ -350,7 +349,7 @@ def test_injected_faults_change_nothing(sw, reference, input_uris, orchard_bin, 
 
 
 def test_csv_written_under_faults_is_the_fault_free_csv(sw, reference, input_uris, orchard_bin, model_env,
-                                                        model_pt):
+                                                        prepared_model):
     """`orchard run ... --csv s3://...` through a proxy that refuses (503 SlowDown) and resets requests
     at random, and fails the first SDK_ATTEMPTS PUTs of every pca_features part (503, reset, 503) so
     that orchard itself retries each part's write: the CSV is byte for byte the one a fault-free run
@@ -359,7 +358,7 @@ def test_csv_written_under_faults_is_the_fault_free_csv(sw, reference, input_uri
     c = sw.client()
 
     def run_args(prefix):
-        return ["run", INPUT, f"s3://{OUT}/{prefix}", "--model", model_pt, "--shard-size", SHARD, "--quiet",
+        return ["run", INPUT, f"s3://{OUT}/{prefix}", "--model", prepared_model, "--shard-size", SHARD, "--quiet",
                 "--k", 3, "--csv", f"s3://{OUT}/{prefix}.csv"]
 
     orchard(orchard_bin, env_for(sw, model_env), *run_args("csv-clean"))
@@ -395,7 +394,7 @@ def test_csv_written_under_faults_is_the_fault_free_csv(sw, reference, input_uri
     assert_features_match(s3_tables(c, OUT, "csv-faults"), reference)
 
 
-def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchard_bin, model_env, model_pt):
+def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchard_bin, model_env, prepared_model):
     """Rerunning featurize on a finished S3 OUTPUT while the store fails half of the requests (one
     orchard attempt): each run either fails with one line or finds every shard finished; none
     re-plans, rewrites the manifest or redoes a shard. A rerun that fails before changing anything
@@ -403,7 +402,7 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
     the finished OUTPUT's _SUCCESS as it was."""
     c = sw.client()
     if "run/_SUCCESS" not in keys(c, OUT, "run"):  # an earlier test's `orchard pca` took it: finish again
-        orchard(orchard_bin, env_for(sw, model_env), "run", INPUT, f"s3://{OUT}/run", "--model", model_pt,
+        orchard(orchard_bin, env_for(sw, model_env), "run", INPUT, f"s3://{OUT}/run", "--model", prepared_model,
                 "--shard-size", SHARD, "--quiet", "--k", 5)
     manifest = get(c, OUT, "run/_manifest.parquet")
     success = get(c, OUT, "run/_SUCCESS")
@@ -418,7 +417,7 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
         c.put_object(Bucket=OUT, Key="run/_SUCCESS", Body=success)
         with FaultProxy(sw.endpoint, slowdown_rate=0.5, seed=seed) as proxy:
             env = env_for(sw, model_env, proxy.endpoint, ORCHARD_STORAGE_ATTEMPTS=1)
-            p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/run", model_pt), check=False)
+            p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/run", prepared_model), check=False)
             # (Arrow's DeleteFile of _SUCCESS re-creates the parent "directory": a PUT of OUTPUT/)
             puts = [t for m, t, status in proxy.requests() if m in ("PUT", "POST") and t != f"/{OUT}/run/"]
         if p.returncode == 0:
@@ -446,7 +445,7 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
     manifest_path = f"/{OUT}/run/_manifest.parquet"
     with FaultProxy(sw.endpoint, fate=lambda method, path, n: "503" if path == manifest_path else None) as proxy:
         env = env_for(sw, model_env, proxy.endpoint, ORCHARD_STORAGE_ATTEMPTS=1)
-        p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/run", model_pt), check=False)
+        p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/run", prepared_model), check=False)
         deletes = statuses(proxy, "DELETE", f"/{OUT}/run/_SUCCESS")
     assert p.returncode == 1 and len(orchard_lines(p.stderr)) == 1, p.stderr
     assert "_manifest.parquet" in p.stderr and "gave up" in p.stderr, p.stderr
@@ -454,7 +453,7 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
     assert_still_finished(p)
 
     # ... and a rerun that the manifest refuses (another --shard-size): nothing changes.
-    p = orchard(orchard_bin, env_for(sw, model_env), "featurize", INPUT, f"s3://{OUT}/run", "--model", model_pt,
+    p = orchard(orchard_bin, env_for(sw, model_env), "featurize", INPUT, f"s3://{OUT}/run", "--model", prepared_model,
                 "--shard-size", SHARD + 2, "--quiet", check=False)
     assert p.returncode == 1 and f"--shard-size {SHARD}" in p.stderr, p.stderr
     assert_still_finished(p)
@@ -465,7 +464,7 @@ def test_failed_checks_are_never_taken_for_absent(sw, sw_run, input_uris, orchar
 
 @pytest.mark.parametrize("output_on", ["s3", "local"])
 def test_faults_outlasting_retries_fail_the_job_then_rerun_completes(
-        output_on, sw, reference, input_uris, orchard_bin, model_env, model_pt, tmp_path):
+        output_on, sw, reference, input_uris, orchard_bin, model_env, prepared_model, tmp_path):
     """After planning, the store refuses every request (503 SlowDown) for longer than the retries
     last: featurize fails with one line naming the object and the cause, writes no error row for it,
     and a rerun once the store is back completes. With OUTPUT on local disk only the image reads
@@ -483,7 +482,7 @@ def test_faults_outlasting_retries_fail_the_job_then_rerun_completes(
         tables = lambda: local_tables(output)  # noqa: E731
     with FaultProxy(sw.endpoint, latency_s=0.05) as proxy:
         env = env_for(sw, model_env, proxy.endpoint, ORCHARD_STORAGE_ATTEMPTS=2)
-        args = [str(orchard_bin), *map(str, featurize_args(INPUT, output, model_pt))]
+        args = [str(orchard_bin), *map(str, featurize_args(INPUT, output, prepared_model))]
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None and not parts("features"):
@@ -506,7 +505,7 @@ def test_faults_outlasting_retries_fail_the_job_then_rerun_completes(
         assert 1 <= finished < SHARDS
 
         proxy.set(slowdown_rate=0)  # the store recovers
-        p = orchard(orchard_bin, env, *featurize_args(INPUT, output, model_pt))
+        p = orchard(orchard_bin, env, *featurize_args(INPUT, output, prepared_model))
     skipped = int(re.search(rf"(\d+) of {SHARDS} shards were already finished", p.stderr).group(1))
     assert skipped == finished
     assert_each_input_once(tables(), input_uris)
@@ -569,7 +568,7 @@ def test_spent_retries_are_not_retried_again(sw, sw_run, orchard_bin, model_env)
         f"{len(gets)} GETs of {part} (bound {1 + attempts * SDK_ATTEMPTS}): retries of retries"
 
 
-def test_corrupt_images_on_s3_are_error_rows(sw, images, orchard_bin, model_env, model_pt):
+def test_corrupt_images_on_s3_are_error_rows(sw, images, orchard_bin, model_env, prepared_model):
     c = sw.client()
     real = sorted((images / CLASSES[0]).glob("*.jpg"))
     for f in real[:3]:
@@ -579,7 +578,7 @@ def test_corrupt_images_on_s3_are_error_rows(sw, images, orchard_bin, model_env,
     c.put_object(Bucket=IN, Key="mixed/Bad/empty.jpg", Body=b"")
     c.put_object(Bucket=IN, Key="mixed/Bad/text.jpg", Body=b"not an image\n")
     env = env_for(sw, model_env)
-    p = orchard(orchard_bin, env, *featurize_args(f"s3://{IN}/mixed", f"s3://{OUT}/mixed", model_pt))
+    p = orchard(orchard_bin, env, *featurize_args(f"s3://{IN}/mixed", f"s3://{OUT}/mixed", prepared_model))
     assert "3 embedded, 3 errors" in p.stderr
     good = [f"s3://{IN}/mixed/{CLASSES[0]}/{f.name}" for f in real[:3]]
     bad = [f"s3://{IN}/mixed/Bad/{n}" for n in ("empty.jpg", "text.jpg", "truncated.jpg")]
@@ -593,26 +592,26 @@ def test_corrupt_images_on_s3_are_error_rows(sw, images, orchard_bin, model_env,
     orchard(orchard_bin, env, "validate", f"s3://{OUT}/mixed")
 
 
-def test_model_on_s3(sw, reference, orchard_bin, model_env, model_pt, tmp_path):
-    """--model s3://.../x.pt is fetched into the model cache and gives the local model's features."""
+def test_model_on_s3(sw, reference, orchard_bin, model_env, prepared_model, tmp_path):
+    """--model s3://.../x.ov is fetched into the model cache and gives the local model's features."""
     c = sw.client()
     cache = tmp_path / "cache"
     env = env_for(sw, model_env, ORCHARD_CACHE=cache)
-    p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/s3model", f"s3://{IN}/models/mobilenet_v2.pt"))
-    fetched = list(cache.rglob("mobilenet_v2.pt"))
-    assert len(fetched) == 1 and fetched[0].read_bytes() == model_pt.read_bytes()
+    p = orchard(orchard_bin, env, *featurize_args(INPUT, f"s3://{OUT}/s3model", f"s3://{IN}/models/mobilenet_v2.ov"))
+    fetched = list(cache.rglob("mobilenet_v2.ov"))
+    assert len(fetched) == 1 and fetched[0].read_bytes() == prepared_model.read_bytes()
     assert str(fetched[0]) in p.stderr
     assert_features_match(s3_tables(c, OUT, "s3model"), reference)
 
 
-def test_remote_model_is_fetched_once(sw, reference, orchard_bin, model_env, model_pt, tmp_path):
-    """--model s3://.../x.pt with the same ORCHARD_CACHE: the first run GETs it, the second only asks
+def test_remote_model_is_fetched_once(sw, reference, orchard_bin, model_env, prepared_model, tmp_path):
+    """--model s3://.../x.ov with the same ORCHARD_CACHE: the first run GETs it, the second only asks
     the store about it (one HEAD, no GET) and embeds with the cached copy; re-uploaded with other
     bytes of another size, it is fetched again. Every run gives the local model's features."""
     c = sw.client()
-    key = "models/fetch-once.pt"
+    key = "models/fetch-once.ov"
     model_path = f"/{IN}/{key}"
-    c.upload_file(str(model_pt), IN, key)
+    c.upload_file(str(prepared_model), IN, key)
     cache = tmp_path / "cache"
     want = as_s3(reference["rows"], reference["root"], INPUT)[:SHARD]  # --limit SHARD: the first shard
 
@@ -625,34 +624,35 @@ def test_remote_model_is_fetched_once(sw, reference, orchard_bin, model_env, mod
             return statuses(proxy, "GET", model_path), statuses(proxy, "HEAD", model_path)
 
     def cached():
-        return sorted((p.stat().st_size, p.read_bytes()) for p in cache.rglob("fetch-once.pt"))
+        return sorted((p.stat().st_size, p.read_bytes()) for p in cache.rglob("fetch-once.ov"))
 
     gets, _ = featurize("fetch-1")
     assert len(gets) == 1 and gets[0] in OK, f"the first run GETs the model once: {gets}"
-    assert cached() == [(model_pt.stat().st_size, model_pt.read_bytes())]
+    assert cached() == [(prepared_model.stat().st_size, prepared_model.read_bytes())]
 
     gets, heads = featurize("fetch-2")
     assert gets == [], f"a warm cache: the model must not be downloaded again ({len(gets)} GETs)"
     assert heads == [200], f"one HEAD to see whether it changed: {heads}"
 
-    # the same model in other bytes: a zip comment rewrites the .pt's end records, another size
-    changed = tmp_path / "changed.pt"
-    changed.write_bytes(model_pt.read_bytes())
-    with zipfile.ZipFile(changed, "a") as z:
-        z.comment = b"orchard test: the same network, other bytes"
-    assert changed.stat().st_size != model_pt.stat().st_size
+    # the same model in other bytes: one more newline at the end of its graph's XML, another size
+    magic, fingerprint, sizes, rest = prepared_model.read_bytes().split(b"\n", 3)
+    xml_bytes, bin_bytes = map(int, sizes.split())
+    changed = tmp_path / "changed.ov"
+    changed.write_bytes(b"\n".join([magic, fingerprint, b"%d %d" % (xml_bytes + 1, bin_bytes),
+                                    rest[:xml_bytes] + b"\n" + rest[xml_bytes:]]))
+    assert changed.stat().st_size != prepared_model.stat().st_size
     c.upload_file(str(changed), IN, key)
     gets, _ = featurize("fetch-3")
     assert len(gets) == 1 and gets[0] in OK, f"a changed object is fetched again: {gets}"
     assert (changed.stat().st_size, changed.read_bytes()) in cached(), "the cache holds the new bytes"
 
 
-def _config_error_case(case, sw, moto, model_env, model_pt):
+def _config_error_case(case, sw, moto, model_env, prepared_model):
     """(server, env, argv, what the one line must say) of a misconfiguration."""
     server = moto if case == "missing-output-bucket" else sw
     env = env_for(server, model_env)
     out = f"s3://{OUT}/config-{case}"
-    args = featurize_args(INPUT, out, model_pt)
+    args = featurize_args(INPUT, out, prepared_model)
     if case == "wrong-secret":
         env["AWS_SECRET_ACCESS_KEY"] = "Wr0ng" + server.secret_key[5:]
         return server, env, args, ["access denied", "AWS_ACCESS_KEY_ID"]
@@ -660,9 +660,9 @@ def _config_error_case(case, sw, moto, model_env, model_pt):
         env["AWS_ACCESS_KEY_ID"] = "AKIAWRONGWRONGWRONG0"
         return server, env, args, ["access denied", "AWS_ACCESS_KEY_ID"]
     if case == "missing-input-bucket":
-        return server, env, featurize_args("s3://no-such-bucket/fruits", out, model_pt), ["no such bucket"]
+        return server, env, featurize_args("s3://no-such-bucket/fruits", out, prepared_model), ["no such bucket"]
     if case == "missing-output-bucket":  # on moto: SeaweedFS creates a bucket on its first PutObject
-        return server, env, featurize_args(INPUT, "s3://no-such-bucket/out", model_pt), ["no such bucket"]
+        return server, env, featurize_args(INPUT, "s3://no-such-bucket/out", prepared_model), ["no such bucket"]
     raise ValueError(case)
 
 
@@ -670,9 +670,9 @@ def _config_error_case(case, sw, moto, model_env, model_pt):
 # test_s3_region.py for that and for the one line when nothing can tell it.)
 @pytest.mark.parametrize("case", ["wrong-secret", "wrong-key-id", "missing-input-bucket",
                                   "missing-output-bucket"])
-def test_misconfiguration_gives_one_line_saying_what_to_do(case, request, sw, orchard_bin, model_env, model_pt):
+def test_misconfiguration_gives_one_line_saying_what_to_do(case, request, sw, orchard_bin, model_env, prepared_model):
     moto = request.getfixturevalue("moto") if case == "missing-output-bucket" else None
-    server, env, args, says = _config_error_case(case, sw, moto, model_env, model_pt)
+    server, env, args, says = _config_error_case(case, sw, moto, model_env, prepared_model)
     p = orchard(orchard_bin, env, *args, check=False, timeout=120)
     assert p.returncode == 1, p.stderr
     lines = p.stderr.strip().splitlines()
@@ -705,7 +705,7 @@ def _leaks(key: str, data: bytes, secret: str) -> bool:
     return False
 
 
-def test_secret_key_never_leaks(sw, reference, orchard_bin, model_env, model_pt, tmp_path):
+def test_secret_key_never_leaks(sw, reference, orchard_bin, model_env, prepared_model, tmp_path):
     """Keys given in the URI (s3://KEY:SECRET@bucket/...), no keys in the environment: the run works,
     and the secret is in no output object and in no output of any run of this module."""
     secret, key_id = sw.secret_key, sw.access_key
@@ -716,7 +716,7 @@ def test_secret_key_never_leaks(sw, reference, orchard_bin, model_env, model_pt,
     env.update(HOME=str(tmp_path), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "empty"),
                AWS_CONFIG_FILE=str(tmp_path / "empty"))
     with_keys = f"s3://{key_id}:{secret}@"
-    orchard(orchard_bin, env, "run", f"{with_keys}{IN}/fruits", f"{with_keys}{OUT}/urikeys", "--model", model_pt,
+    orchard(orchard_bin, env, "run", f"{with_keys}{IN}/fruits", f"{with_keys}{OUT}/urikeys", "--model", prepared_model,
             "--shard-size", SHARD, "--quiet", "--k", 3, "--csv", f"{with_keys}{OUT}/urikeys.csv")
     c = sw.client()
     assert_features_match(s3_tables(c, OUT, "urikeys"), reference)
@@ -727,15 +727,15 @@ def test_secret_key_never_leaks(sw, reference, orchard_bin, model_env, model_pt,
     wrong_raw = "Wr0ng/S3cret+" + secret[13:]
     wrong_enc = wrong_raw.replace("/", "%2F").replace("+", "%2B")
     failing = [
-        ["featurize", f"s3://{key_id}:{wrong}@{IN}/fruits", f"s3://{key_id}:{wrong}@{OUT}/wrongkeys", "--model", model_pt],
-        ["featurize", f"{with_keys}{IN}/nothing-here", f"{with_keys}{OUT}/nothing", "--model", model_pt],
-        ["featurize", f"{with_keys}{IN}/fruits", f"{with_keys}{OUT}/nomodel", "--model", f"{with_keys}{IN}/models/none.pt"],
-        ["featurize", f"s3://{key_id}@{IN}/fruits", f"{with_keys}{OUT}/halfkeys", "--model", model_pt],
-        ["featurize", f"gs://{key_id}:{secret}@{IN}/fruits", f"{with_keys}{OUT}/scheme", "--model", model_pt],
+        ["featurize", f"s3://{key_id}:{wrong}@{IN}/fruits", f"s3://{key_id}:{wrong}@{OUT}/wrongkeys", "--model", prepared_model],
+        ["featurize", f"{with_keys}{IN}/nothing-here", f"{with_keys}{OUT}/nothing", "--model", prepared_model],
+        ["featurize", f"{with_keys}{IN}/fruits", f"{with_keys}{OUT}/nomodel", "--model", f"{with_keys}{IN}/models/none.ov"],
+        ["featurize", f"s3://{key_id}@{IN}/fruits", f"{with_keys}{OUT}/halfkeys", "--model", prepared_model],
+        ["featurize", f"gs://{key_id}:{secret}@{IN}/fruits", f"{with_keys}{OUT}/scheme", "--model", prepared_model],
         ["validate", f"{with_keys}{OUT}/nomodel"],
         # AWS secrets hold '/' and '+': percent-encoded as they should be, and raw
-        ["featurize", f"s3://{key_id}:{wrong_enc}@{IN}/fruits", f"s3://{key_id}:{wrong_enc}@{OUT}/enc", "--model", model_pt],
-        ["featurize", f"s3://{key_id}:{wrong_raw}@{IN}/fruits", tmp_path / "raw", "--model", model_pt],
+        ["featurize", f"s3://{key_id}:{wrong_enc}@{IN}/fruits", f"s3://{key_id}:{wrong_enc}@{OUT}/enc", "--model", prepared_model],
+        ["featurize", f"s3://{key_id}:{wrong_raw}@{IN}/fruits", tmp_path / "raw", "--model", prepared_model],
     ]
     for args in failing:
         p = orchard(orchard_bin, env, *args, check=False, timeout=120)

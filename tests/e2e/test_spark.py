@@ -311,7 +311,7 @@ def test_local_mode_matches_orchard_run(flavour, orchard_bin, model_env, images,
     assert_each_input_once(out, inputs_of(images))
     # The driver's plan recorded the model, as `orchard run` does: a rerun with another is refused.
     recorded = pq.read_schema(out / "_manifest.parquet").metadata[b"model"]
-    assert recorded.startswith(b"libtorch:mobilenet_v2-") and \
+    assert recorded.startswith(b"openvino:mobilenet_v2-") and \
         recorded == pq.read_schema(ref / "_manifest.parquet").metadata[b"model"], recorded
 
     # PCA: same k, ratios within 1e-9 (CSV and model), projections within 1e-6 relative.
@@ -574,12 +574,12 @@ def test_s3_in_and_out_with_the_bundle(flavour, orchard_bin, images, local_run, 
         stamps = s3_download(server, "orchard-out", "spark", got)
 
     # The driver and the tasks used the shipped bundle's binary and model (Spark unpacked it into
-    # a folder named orchard: ./orchard/bin/orchard, ./orchard/share/orchard/model.pt).
+    # a folder named orchard: ./orchard/bin/orchard, ./orchard/share/orchard/model.ov).
     info = json.loads((got / "_SUCCESS").read_text())
-    assert info["options"]["model"].endswith("/orchard/share/orchard/model.pt"), info["options"]
+    assert info["options"]["model"].endswith("/orchard/share/orchard/model.ov"), info["options"]
     assert_ran_on(flavour, watch, info)
     for shards, _, argv in watch.seen.values():
-        assert argv[argv.index("--model") + 1] == str(Path(argv[0]).parents[1] / "share" / "orchard" / "model.pt"), argv
+        assert argv[argv.index("--model") + 1] == str(Path(argv[0]).parents[1] / "share" / "orchard" / "model.ov"), argv
     assert sorted(s for shards, _, _ in watch.seen.values() for s in shards) == list(range(n_shards(images)))
     assert info["options"]["input"].rstrip("/") == input_uri
     assert max(stamps.values()) == stamps["_SUCCESS"], "_SUCCESS is the newest object"

@@ -33,16 +33,16 @@ nlohmann::json versions() {
 void run_featurize(const FeaturizeArgs& a) {
   const auto input = storage::open(a.input);
   const auto output = storage::open(a.output);
-  const std::string model_pt = model::resolve(a.model);
+  const std::string model_file = model::resolve(a.model);
   const auto manifest = dataset::plan(
-      input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, model::model_fingerprint(model_pt)});
+      input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, model::model_fingerprint(model_file)});
   std::fprintf(stderr, "featurize: %zu images in %d shards, model %s\n", manifest.items.size(),
-               manifest.num_shards(), model_pt.c_str());
+               manifest.num_shards(), model_file.c_str());
   featurize::Options o{a.batch, a.threads, a.io_depth, !a.quiet};
   // Only when a shard is about to be written: a rerun refused, failing, or with nothing to do
   // leaves a finished OUTPUT finished.
   o.before_writing = [&] { remove_success(output); };
-  const auto s = featurize::run(manifest, input, output, model_pt, o);
+  const auto s = featurize::run(manifest, input, output, model_file, o);
   std::fprintf(stderr,
                "featurize: done: %lld embedded, %lld errors in %.1fs (%.1f images/s); %d of %d shards "
                "were already finished\n",
@@ -51,7 +51,7 @@ void run_featurize(const FeaturizeArgs& a) {
   nlohmann::json j = {
       {"images", s.images}, {"embedded_this_run", s.embedded}, {"errors_this_run", s.failed},
       {"shards", s.shards}, {"shards_skipped", s.shards_skipped}, {"seconds", s.seconds},
-      {"images_per_s", s.images_per_s}, {"model", model_pt}, {"versions", versions()},
+      {"images_per_s", s.images_per_s}, {"model", model_file}, {"versions", versions()},
       {"options", {{"input", storage::redact(a.input)}, {"glob", a.glob}, {"batch", a.batch}, {"threads", a.threads},
                    {"io_depth", a.io_depth}, {"limit", a.limit}, {"shard_size", a.shard_size}}}};
   // The record of the run that made the shards stays when this one had nothing to do.
@@ -157,9 +157,9 @@ void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards) {
   const auto manifest = dataset::load_manifest(output);
   const auto input = storage::open(manifest.options.input);
   const auto list = dataset::parse_shard_list(shards, manifest.num_shards());
-  const std::string model_pt = model::resolve(a.model);
-  dataset::check_model(manifest, model::model_fingerprint(model_pt), output);
-  const auto s = featurize::run(manifest, input, output, model_pt, {a.batch, a.threads, a.io_depth, !a.quiet}, list);
+  const std::string model_file = model::resolve(a.model);
+  dataset::check_model(manifest, model::model_fingerprint(model_file), output);
+  const auto s = featurize::run(manifest, input, output, model_file, {a.batch, a.threads, a.io_depth, !a.quiet}, list);
   const double total = std::chrono::duration<double>(Clock::now() - t0).count();
   nlohmann::json j = {{"shards", list}, {"images", s.images}, {"embedded", s.embedded}, {"errors", s.failed},
                       {"skipped", s.shards_skipped}, {"featurize_seconds", s.seconds},
@@ -250,7 +250,7 @@ void run_commit(const std::string& output_uri, const std::string& info) {
 void run_prepare_model(const std::string& weights, const std::string& out) {
   const std::string path = model::prepare(weights, out);
   if (out.empty()) {
-    const std::string def = model::cache_dir() + "/default.pt";
+    const std::string def = model::default_model_path();
     std::error_code ec;
     const std::string tmp = layout::temporary_name(def, storage::host_name(), ::getpid(), 0);  // one per process
     std::filesystem::copy_file(path, tmp, std::filesystem::copy_options::overwrite_existing, ec);

@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
       "image) and their PCA reduction, all as Parquet, with the numbers of the Keras/Spark notebooks.\n\n"
       "Typical use:\n"
       "  orchard run ../shared/data/fruits-360/Test out/fruits --model ../shared/models/mobilenet_v2_1.0_224_tfslim\n"
-      "  orchard run s3://bucket/fruits/Test s3://bucket/out/fruits --model s3://bucket/models/mobilenet.pt\n"
+      "  orchard run s3://bucket/fruits/Test s3://bucket/out/fruits --model s3://bucket/models/mobilenet.ov\n"
       "INPUT is a folder or s3:// prefix searched recursively; an image's label is its parent folder's name.\n"
       "S3 is configured the AWS way: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance\n"
       "role; AWS_REGION; AWS_ENDPOINT_URL_S3 for an S3-compatible store. Keys are never printed or stored.\n"
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     c->add_option("INPUT", fa.input, "folder or s3://bucket/prefix of images (searched recursively)")->required();
     c->add_option("OUTPUT", fa.output, "output folder or s3://bucket/prefix (a rerun resumes it)")->required();
     c->add_option("--model", fa.model,
-                  "weights: a TF-slim .npy folder, a Keras *_no_top.h5 file, or a prepared .pt (local or s3://) "
+                  "weights: a TF-slim .npy folder, a Keras *_no_top.h5 file, or a prepared .ov (local or s3://) "
                   "(default: the one `orchard prepare-model` made default)");
     c->add_option("--glob", fa.glob, "file-name pattern, as Spark's pathGlobFilter")->capture_default_str();
     c->add_option("--batch", fa.batch, "images per forward pass")->capture_default_str()->check(CLI::Range(1, 1024));

@@ -275,8 +275,8 @@ class ProgressLine {
 
 }  // namespace
 
-Featurizer::Featurizer(const std::string& model_pt, const Options& options)
-    : embedder_(model::load_embedder(model_pt)), options_(options) {
+Featurizer::Featurizer(const std::string& model_file, const Options& options)
+    : embedder_(model::load_embedder(model_file, resolve_threads(options.threads))), options_(options) {
   if (options_.batch < 1) throw Error("batch must be at least 1");
 }
 
@@ -293,7 +293,7 @@ void Featurizer::run_shard(const dataset::Manifest& manifest, const storage::Loc
 }
 
 Summary run(const dataset::Manifest& manifest, const storage::Location& input, const storage::Location& output,
-            const std::string& model_pt, const Options& options, const std::vector<int>& shards) {
+            const std::string& model_file, const Options& options, const std::vector<int>& shards) {
   std::vector<int> asked = shards;
   if (asked.empty())
     for (int s = 0; s < manifest.num_shards(); ++s) asked.push_back(s);
@@ -322,7 +322,7 @@ Summary run(const dataset::Manifest& manifest, const storage::Location& input, c
   }
   auto t0 = Clock::now();
   if (!todo.empty()) {
-    Featurizer featurizer(model_pt, options);  // a model that cannot load changes nothing
+    Featurizer featurizer(model_file, options);  // a model that cannot load changes nothing
     if (options.before_writing) options.before_writing();
     sum.model_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     t0 = Clock::now();  // images/s counts the images, not the model's loading

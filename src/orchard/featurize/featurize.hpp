@@ -42,7 +42,7 @@ struct Progress {
 // Holds the model (loaded once) and featurizes shards one at a time, each with every worker thread.
 class Featurizer {
  public:
-  Featurizer(const std::string& model_pt, const Options& options);
+  Featurizer(const std::string& model_file, const Options& options);
 
   // Featurizes shard `shard` of the manifest: reads its images from input (io_depth reads ahead of
   // decoding, memory bounded), embeds them and publishes OUTPUT/errors/ then OUTPUT/features/
@@ -57,8 +57,8 @@ class Featurizer {
 };
 
 // Runs the given shards of the manifest (all of them when empty), skipping those already finished,
-// with the prepared model at model_pt. Throws orchard::Error when the job cannot complete.
+// with the prepared model at model_file. Throws orchard::Error when the job cannot complete.
 Summary run(const dataset::Manifest& manifest, const storage::Location& input, const storage::Location& output,
-            const std::string& model_pt, const Options& options, const std::vector<int>& shards = {});
+            const std::string& model_file, const Options& options, const std::vector<int>& shards = {});
 
 }  // namespace orchard::featurize

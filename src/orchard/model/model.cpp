@@ -8,12 +8,17 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
 #include <vector>
 
-#include <caffe2/serialize/inline_container.h>
-#include <ATen/Parallel.h>
-#include <torch/script.h>
-#include <torch/version.h>
+#include <openvino/core/version.hpp>
+#include <openvino/pass/manager.hpp>
+#include <openvino/pass/serialize.hpp>
+#include <openvino/runtime/core.hpp>
+#include <openvino/runtime/intel_cpu/properties.hpp>
+#include <openvino/runtime/properties.hpp>
 
 #include "orchard/error.hpp"
 #include "orchard/model/mobilenet_v2.hpp"
@@ -25,8 +30,66 @@
 namespace orchard::model {
 namespace fs = std::filesystem;
 
-// The record inside a prepared .pt that names what it computes (model_fingerprint).
-constexpr const char* kFingerprintRecord = "orchard_fingerprint";
+namespace {
+// A prepared model is one file: this first line, the fingerprint line, "<xml bytes> <bin bytes>",
+// then OpenVINO's IR (the graph's XML and its weights), so that it is written and renamed atomically
+// and model_fingerprint reads two lines, not the weights.
+constexpr const char* kMagic = "orchard prepared model 1";
+constexpr const char* kExtension = ".ov";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string engine_tag() {
+  return "openvino" + std::to_string(OPENVINO_VERSION_MAJOR) + "." + std::to_string(OPENVINO_VERSION_MINOR) + "." +
+         std::to_string(OPENVINO_VERSION_PATCH);
+}
+
+// What a LibTorch .pt of an earlier Orchard gets: a way forward, not a parse error.
+[[noreturn]] void refuse_torchscript(const std::string& path) {
+  throw Error(path + ": a LibTorch model prepared by an earlier Orchard; this Orchard runs OpenVINO: prepare the "
+              "weights again with `orchard prepare-model WEIGHTS` (a .npy folder or a Keras .h5) and pass that");
+}
+
+struct Header {
+  std::string fingerprint;
+  std::size_t xml_bytes = 0, bin_bytes = 0;
+};
+
+// Reads a prepared file's header; the stream is left at the XML. Throws orchard::Error naming path.
+Header read_header(std::ifstream& in, const std::string& path) {
+  std::string magic;
+  if (!in || !std::getline(in, magic)) throw Error(path + ": cannot read the prepared model; prepare it again with `orchard prepare-model`");
+  if (magic.rfind("PK", 0) == 0 && ends_with(path, ".pt")) refuse_torchscript(path);
+  if (magic != kMagic) throw Error(path + ": not a model prepared by Orchard; prepare it with `orchard prepare-model WEIGHTS`");
+  Header h;
+  if (!std::getline(in, h.fingerprint) || !(in >> h.xml_bytes >> h.bin_bytes) || in.get() != '\n')
+    throw Error(path + ": a damaged prepared model (bad header); prepare it again with `orchard prepare-model`");
+  return h;
+}
+
+bool is_prepared(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string magic;
+  return in && std::getline(in, magic) && magic == kMagic;
+}
+
+// A cached file is reused only when it is a whole prepared model of the wanted fingerprint.
+bool is_whole(const std::string& path, const std::string& fingerprint) {
+  if (!fs::is_regular_file(path) || !is_prepared(path)) return false;
+  std::ifstream in(path, std::ios::binary);
+  const Header h = read_header(in, path);
+  const auto body = static_cast<std::uintmax_t>(in.tellg());
+  return h.fingerprint == fingerprint && body + h.xml_bytes + h.bin_bytes == fs::file_size(path);
+}
+
+// The one OpenVINO runtime of the process (it finds its CPU plugin beside libopenvino).
+ov::Core& core() {
+  static ov::Core c;
+  return c;
+}
+}  // namespace
 
 std::string cache_dir() {
   if (const char* d = std::getenv("ORCHARD_CACHE"); d && *d) return d;
@@ -35,44 +98,56 @@ std::string cache_dir() {
   return ".orchard-cache";
 }
 
-namespace {
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
+std::string default_model_path() { return cache_dir() + "/default" + kExtension; }
 
 std::string prepare(const std::string& weights, const std::string& out_path) {
-  if (ends_with(weights, ".pt")) {
-    if (!fs::is_regular_file(weights)) throw Error(weights + ": no such prepared model file");
-    return weights;
-  }
   Weights w;
   if (fs::is_directory(weights)) {
     w = load_tfslim_npy_dir(weights);
   } else if (ends_with(weights, ".h5") || ends_with(weights, ".hdf5")) {
     w = load_keras_h5(weights);
+  } else if (fs::is_regular_file(weights)) {
+    if (is_prepared(weights)) return weights;
+    std::ifstream in(weights, std::ios::binary);
+    read_header(in, weights);  // throws the reason
+    return weights;
+  } else if (ends_with(weights, kExtension) || ends_with(weights, ".pt")) {
+    throw Error(weights + ": no such prepared model file");
   } else {
-    throw Error(weights + ": not a model; pass a TF-slim .npy folder, a Keras .h5 weights file or a prepared .pt");
+    throw Error(weights + ": not a model; pass a TF-slim .npy folder, a Keras .h5 weights file or a prepared .ov");
   }
-  // The name changes with the weights, the graph Orchard builds from them and the LibTorch that froze it.
-  char name[96], network[64];
-  std::snprintf(name, sizeof name, "mobilenet_v2-g%d-torch%s-%016llx.pt", kGraphVersion, TORCH_VERSION,
-                static_cast<unsigned long long>(fingerprint(w)));
+  // The name changes with the weights, the graph Orchard builds from them and the engine's version,
+  // so an old cache never loads into a new engine.
+  const auto fp = static_cast<unsigned long long>(fingerprint(w));
+  char name[128], network[64];
+  std::snprintf(name, sizeof name, "mobilenet_v2-g%d-%s-%016llx%s", kGraphVersion, engine_tag().c_str(), fp, kExtension);
   // What the model computes (engine, graph, weights), whatever the file is called: the manifest's check.
-  std::snprintf(network, sizeof network, "libtorch:mobilenet_v2-g%d-%016llx", kGraphVersion,
-                static_cast<unsigned long long>(fingerprint(w)));
+  std::snprintf(network, sizeof network, "openvino:mobilenet_v2-g%d-%016llx", kGraphVersion, fp);
   const std::string target = out_path.empty() ? cache_dir() + "/" + name : out_path;
-  // A cached file prepared before fingerprints were recorded is prepared again, so that the same
-  // weights always have the same fingerprint (a driver's old cache and a new executor's agree).
-  if (out_path.empty() && fs::is_regular_file(target) && model_fingerprint(target) == network) return target;
-  auto module = build_mobilenet_v2(w);
+  if (out_path.empty() && is_whole(target, network)) return target;
+  std::ostringstream xml, bin;
+  try {
+    ov::pass::Manager passes;
+    passes.register_pass<ov::pass::Serialize>(xml, bin);
+    passes.run_passes(build_mobilenet_v2(w));
+  } catch (const ov::Exception& e) {
+    throw Error(weights + ": cannot build the OpenVINO graph (" + std::string(e.what()) + ")");
+  }
   static std::atomic<int> counter{0};
   const std::string tmp = layout::temporary_name(target, storage::host_name(), ::getpid(), counter++);
   try {
     fs::create_directories(fs::path(target).parent_path().empty() ? "." : fs::path(target).parent_path());
-    module.save(tmp, {{kFingerprintRecord, network}});
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      const std::string x = xml.str(), b = bin.str();
+      out << kMagic << '\n' << network << '\n' << x.size() << ' ' << b.size() << '\n' << x << b;
+      out.close();
+      if (!out) throw std::runtime_error("write failed");
+    }
     fs::rename(tmp, target);  // atomic: a reader never sees half a model
   } catch (const std::exception& e) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
     throw Error(target + ": cannot write the prepared model (" + e.what() +
                 "); set ORCHARD_CACHE or --out to a writable place");
   }
@@ -82,8 +157,9 @@ std::string prepare(const std::string& weights, const std::string& out_path) {
 std::string fetch_remote(const std::string& uri) {
   const auto loc = storage::open(uri);
   const std::string name = loc.path.substr(loc.path.rfind('/') + 1);
-  if (!ends_with(name, ".pt") && !ends_with(name, ".h5") && !ends_with(name, ".hdf5"))
-    throw Error(storage::redact(uri) + ": a remote model is a prepared .pt or a Keras .h5 file");
+  if (ends_with(name, ".pt")) refuse_torchscript(storage::redact(uri));
+  if (!ends_with(name, kExtension) && !ends_with(name, ".h5") && !ends_with(name, ".hdf5"))
+    throw Error(storage::redact(uri) + ": a remote model is a prepared .ov or a Keras .h5 file");
   // Cached by the object's path, size and modification time (one HEAD), so a changed object is
   // fetched again and an unchanged one never is: every Spark task asks, one per node downloads.
   const auto info = storage::stat(loc);
@@ -102,90 +178,98 @@ std::string fetch_remote(const std::string& uri) {
 
 std::string resolve(const std::string& model_option) {
   std::string model = model_option;
-  if (model.rfind("file://", 0) == 0) model = model.substr(7);  // file:///x.pt is the local /x.pt
+  if (model.rfind("file://", 0) == 0) model = model.substr(7);  // file:///x.ov is the local /x.ov
   if (model.find("://") != std::string::npos) return prepare(fetch_remote(model));
   if (!model.empty()) return prepare(model);
-  const std::string def = cache_dir() + "/default.pt";
+  const std::string def = default_model_path();
   if (fs::is_regular_file(def)) return def;
+  if (const std::string old = cache_dir() + "/default.pt"; fs::is_regular_file(old)) refuse_torchscript(old);
   throw Error(
-      "no model given and no default prepared: pass --model DIR_OF_NPY|WEIGHTS.h5|MODEL.pt, or run "
+      "no model given and no default prepared: pass --model DIR_OF_NPY|WEIGHTS.h5|MODEL.ov, or run "
       "`orchard prepare-model WEIGHTS` once (the official Keras file is "
       "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5, see README)");
 }
 
-std::string model_fingerprint(const std::string& pt_path) {
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(pt_path);  // reads the zip's directory, not the weights
-    const std::string record = std::string("extra/") + kFingerprintRecord;
-    if (reader.hasRecord(record)) {
-      auto [data, size] = reader.getRecord(record);
-      return std::string(static_cast<const char*>(data.get()), size);
-    }
-  } catch (const c10::Error& e) {
-    throw Error(pt_path + ": not a prepared model (" + std::string(e.what_without_backtrace()) +
-                "); prepare it again with `orchard prepare-model`");
-  }
-  // Prepared before fingerprints were recorded: its bytes stand for it.
-  std::ifstream in(pt_path, std::ios::binary);
-  if (!in) throw Error(pt_path + ": cannot read the prepared model; prepare it again with `orchard prepare-model`");
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a, 64 bits
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      h ^= static_cast<unsigned char>(buf[i]);
-      h *= 1099511628211ull;
-    }
-  }
-  char hex[32];
-  std::snprintf(hex, sizeof hex, "file:%016llx", static_cast<unsigned long long>(h));
-  return hex;
+std::string model_fingerprint(const std::string& prepared_model) {
+  std::ifstream in(prepared_model, std::ios::binary);
+  return read_header(in, prepared_model).fingerprint;
 }
 
 namespace {
-// LibTorch: the frozen TorchScript module, optimized for inference when loaded.
-class TorchEmbedder final : public Embedder {
+// OpenVINO on the CPU, FP32 forced: one compiled model, one stream per calling thread (each with
+// its share of the cores), one infer request per concurrent call, reused.
+class OpenVinoEmbedder final : public Embedder {
  public:
-  explicit TorchEmbedder(const std::string& pt_path) {
+  OpenVinoEmbedder(const std::string& path, int concurrency) {
+    std::ifstream in(path, std::ios::binary);
+    const Header h = read_header(in, path);
+    std::string xml(h.xml_bytes, '\0');
+    weights_ = ov::Tensor(ov::element::u8, ov::Shape{h.bin_bytes});
+    in.read(xml.data(), static_cast<std::streamsize>(h.xml_bytes));
+    in.read(static_cast<char*>(weights_.data()), static_cast<std::streamsize>(h.bin_bytes));
+    if (!in || in.peek() != std::ifstream::traits_type::eof())
+      throw Error(path + ": a damaged prepared model (its size is not what its header says); prepare it again with "
+                  "`orchard prepare-model`");
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int streams = std::max(1, std::min(concurrency, cores));
     try {
-      auto loaded = torch::jit::load(pt_path);
-      loaded.eval();
-      module_ = torch::jit::optimize_for_inference(loaded);
-    } catch (const c10::Error& e) {
-      throw Error(pt_path + ": cannot load the prepared model (" + std::string(e.what_without_backtrace()) +
+      auto model = core().read_model(xml, weights_);
+      compiled_ = core().compile_model(
+          model, "CPU", ov::hint::inference_precision(ov::element::f32),
+          ov::hint::execution_mode(ov::hint::ExecutionMode::ACCURACY), ov::num_streams(streams),
+          ov::inference_num_threads(std::max(streams, cores - cores % streams)));
+    } catch (const ov::Exception& e) {
+      throw Error(path + ": cannot load the prepared model (" + std::string(e.what()) +
                   "); prepare it again with `orchard prepare-model`");
     }
   }
 
   void embed(const float* in, int n, float* out) override {
-    thread_local const bool one_thread = [] {
-      at::set_num_threads(1);  // no OpenMP spinning beside the other workers
-      return true;
-    }();
-    (void)one_thread;
+    ov::InferRequest request = take();
     try {
-      torch::NoGradGuard no_grad;
-      const auto batch = torch::from_blob(const_cast<float*>(in), {n, 3, kInputSize, kInputSize}, torch::kFloat);
-      const auto result = module_.forward({batch}).toTensor().contiguous();
-      if (result.numel() != static_cast<std::int64_t>(n) * kEmbeddingDim)
-        throw Error("inference failed: the model gave " + std::to_string(result.numel()) + " values for " +
+      request.set_input_tensor(
+          ov::Tensor(ov::element::f32, ov::Shape{static_cast<std::size_t>(n), 3, kInputSize, kInputSize}, const_cast<float*>(in)));
+      request.infer();
+      const ov::Tensor result = request.get_output_tensor();
+      if (result.get_size() != static_cast<std::size_t>(n) * kEmbeddingDim)
+        throw Error("inference failed: the model gave " + std::to_string(result.get_size()) + " values for " +
                     std::to_string(n) + " images; prepare it again with `orchard prepare-model`");
-      std::copy(result.data_ptr<float>(), result.data_ptr<float>() + result.numel(), out);
-    } catch (const c10::Error& e) {
-      throw Error(std::string("inference failed: ") + e.what_without_backtrace());
+      std::copy_n(result.data<const float>(), result.get_size(), out);
+    } catch (const ov::Exception& e) {
+      give_back(std::move(request));
+      throw Error(std::string("inference failed: ") + e.what());
     }
+    give_back(std::move(request));
   }
 
  private:
-  torch::jit::Module module_;
+  ov::InferRequest take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (idle_.empty()) return compiled_.create_infer_request();
+    ov::InferRequest r = std::move(idle_.back());
+    idle_.pop_back();
+    return r;
+  }
+  void give_back(ov::InferRequest r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle_.push_back(std::move(r));
+  }
+
+  ov::Tensor weights_;  // the IR's weights, which the model's constants may point into
+  ov::CompiledModel compiled_;
+  std::mutex mu_;
+  std::vector<ov::InferRequest> idle_;
 };
 }  // namespace
 
-std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model) {
-  return std::make_unique<TorchEmbedder>(prepared_model);
+std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, int concurrency) {
+  return std::make_unique<OpenVinoEmbedder>(prepared_model, concurrency);
 }
 
-std::string engine_name() { return "libtorch"; }
-std::string engine_version() { return TORCH_VERSION; }
+std::string engine_name() { return "openvino"; }
+std::string engine_version() {
+  return std::to_string(OPENVINO_VERSION_MAJOR) + "." + std::to_string(OPENVINO_VERSION_MINOR) + "." +
+         std::to_string(OPENVINO_VERSION_PATCH);
+}
 
 }  // namespace orchard::model

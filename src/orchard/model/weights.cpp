@@ -12,7 +12,7 @@
 namespace orchard::model {
 namespace fs = std::filesystem;
 
-torch::Tensor read_npy(const std::string& path) {
+Array read_npy(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open the .npy file; check the weights folder");
   char magic[8];
@@ -37,14 +37,17 @@ torch::Tensor read_npy(const std::string& path) {
   std::smatch m;
   if (!std::regex_search(header, m, std::regex("'shape': \\(([0-9, ]*)\\)")))
     throw Error(path + ": no shape in .npy header " + header);
-  std::vector<int64_t> shape;
+  std::vector<std::int64_t> shape;
   const std::string dims = m[1];
   std::string num;
   for (char c : dims + ",") {
     if (c >= '0' && c <= '9') { num += c; } else if (!num.empty()) { shape.push_back(std::stoll(num)); num.clear(); }
   }
-  auto t = at::empty(shape, at::kFloat);
-  in.read(reinterpret_cast<char*>(t.data_ptr<float>()), t.numel() * 4);
+  Array t{shape, {}};
+  std::int64_t count = 1;
+  for (auto d : shape) count *= d;
+  t.values.resize(static_cast<std::size_t>(count));
+  in.read(reinterpret_cast<char*>(t.values.data()), count * 4);
   if (!in) throw Error(path + ": file shorter than its header's shape; re-download the weights");
   return t;
 }
@@ -113,9 +116,12 @@ herr_t visit_object(hid_t obj, const char* name, const H5O_info_t* info, void* d
   }
   std::vector<hsize_t> dims(rank);
   H5Sget_simple_extent_dims(space, dims.data(), nullptr);
-  std::vector<int64_t> shape(dims.begin(), dims.end());
-  auto t = at::empty(shape, at::kFloat);
-  if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>()) < 0)
+  std::vector<std::int64_t> shape(dims.begin(), dims.end());
+  Array t{shape, {}};
+  std::int64_t count = 1;
+  for (auto d : shape) count *= d;
+  t.values.resize(static_cast<std::size_t>(count));
+  if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.values.data()) < 0)
     v->error = std::string("cannot read dataset ") + name;
   H5Sclose(space);
   H5Dclose(ds);
@@ -145,9 +151,8 @@ std::uint64_t fingerprint(const Weights& w) {
   };
   for (const auto& [name, t] : w) {
     mix(name.data(), name.size());
-    for (auto d : t.sizes()) mix(&d, sizeof d);
-    auto c = t.contiguous();
-    mix(c.data_ptr<float>(), c.numel() * sizeof(float));
+    for (std::int64_t d : t.shape) mix(&d, sizeof d);
+    mix(t.values.data(), t.values.size() * sizeof(float));
   }
   return h;
 }

@@ -25,13 +25,18 @@
 #include "orchard/pca/pca.hpp"
 
 #include <cblas.h>
-#include <lapacke.h>
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "orchard/error.hpp"
+
+// LAPACK's symmetric eigensolver, as OpenBLAS exports it (Fortran calling convention, with the
+// lengths of the two character arguments appended by gfortran).
+extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
+                        double* work, const int* lwork, int* iwork, const int* liwork, int* info,
+                        std::size_t jobz_len, std::size_t uplo_len);
 
 namespace orchard::pca {
 namespace {
@@ -149,13 +154,25 @@ Fit fit(const Moments& m) {
       throw Error("pca: the features contain non-finite values (NaN or Inf); run `orchard validate` to find them");
   }
 
-  std::vector<double> w(d);
-  const lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', d, cov.data(), d, w.data());
+  // LAPACK's dsyevd (OpenBLAS carries LAPACK) works column-major: the transpose of the row-major
+  // upper triangle is the column-major upper triangle, as LAPACKE's row-major wrapper did it.
+  std::vector<double> a(dd), w(d);
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) a[static_cast<std::size_t>(j) * d + i] = cov[static_cast<std::size_t>(i) * d + j];
+  int info = 0, lwork = -1, liwork = -1, iwork_size = 0;
+  double work_size = 0;
+  dsyevd_("V", "U", &d, a.data(), &d, w.data(), &work_size, &lwork, &iwork_size, &liwork, &info, 1, 1);  // sizes
+  std::vector<double> work(info == 0 ? static_cast<std::size_t>(work_size) : 1);
+  std::vector<int> iwork(info == 0 ? static_cast<std::size_t>(iwork_size) : 1);
+  lwork = static_cast<int>(work.size());
+  liwork = static_cast<int>(iwork.size());
+  if (info == 0) dsyevd_("V", "U", &d, a.data(), &d, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
   if (info != 0)
     throw Error("pca: LAPACK dsyevd failed (info " + std::to_string(info) + ") on the " + std::to_string(d) + "x" +
                 std::to_string(d) + " covariance; check the features for extreme values");
 
-  // dsyevd: ascending eigenvalues, eigenvector j in column j. Reverse to descending, rows = components.
+  // dsyevd: ascending eigenvalues, eigenvector j in column j (column-major: a[j*d ...]). Reverse to
+  // descending, rows = components.
   f.eigenvalues.resize(d);
   f.components.resize(dd);
   double abs_sum = 0;
@@ -166,7 +183,7 @@ Fit fit(const Moments& m) {
     double* row = &f.components[static_cast<std::size_t>(c) * d];
     int arg = 0;
     for (int i = 0; i < d; ++i) {
-      row[i] = cov[static_cast<std::size_t>(i) * d + src];
+      row[i] = a[static_cast<std::size_t>(src) * d + i];
       if (std::abs(row[i]) > std::abs(row[arg])) arg = i;
     }
     if (row[arg] < 0)
