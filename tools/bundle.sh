@@ -210,12 +210,13 @@ done <<<"$LDD"
 # OpenVINO loads its CPU plugin and its IR reader (and oneTBB its hwloc binding) with dlopen() from
 # libopenvino's own folder, so ldd does not list them: they come from beside the libopenvino found.
 ov=$(awk '$1 ~ /^libopenvino\.so/ && $2 == "=>" {print $3}' <<<"$LDD")
-[ -n "$ov" ] || die "$BIN does not link libopenvino (unexpected)"
-for f in libopenvino_intel_cpu_plugin.so 'libopenvino_ir_frontend.so.*' libtbbbind_2_5.so.3 libhwloc.so.15; do
-  found=$(compgen -G "$(dirname "$ov")/$f" | head -1) || die "$(dirname "$ov")/$f: missing (run ./setup.sh)"
-  cp -L "$found" "$STAGE/lib/" && chmod u+w,a+r "$STAGE/lib/$(basename "$found")"
-  n=$((n + 1))
-done
+if [ -n "$ov" ]; then
+  for f in libopenvino_intel_cpu_plugin.so 'libopenvino_ir_frontend.so.*' libtbbbind_2_5.so.3 libhwloc.so.15; do
+    found=$(compgen -G "$(dirname "$ov")/$f" | head -1) || die "$(dirname "$ov")/$f: missing (run ./setup.sh)"
+    cp -L "$found" "$STAGE/lib/" && chmod u+w,a+r "$STAGE/lib/$(basename "$found")"
+    n=$((n + 1))
+  done
+fi
 log "copied $n libraries ($(( $(date +%s) - T0 )) s)"
 cp "$BIN" "$STAGE/bin/orchard"
 chmod 755 "$STAGE/bin/orchard"
