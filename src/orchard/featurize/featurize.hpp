@@ -17,7 +17,7 @@
 namespace orchard::featurize {
 
 struct Options {
-  int batch = 2;      // images per forward pass (measured best on 2 cores: docs/benchmarks.md)
+  int batch = 1;      // images per forward pass (measured best with OpenVINO on 2 cores: docs/benchmarks.md)
   int threads = 0;    // worker threads, each decoding and inferring its own batches; 0 = all cores
   int io_depth = 0;   // image reads in flight per shard; 0 = 32 on an object store, 4 on a local disk
   bool progress = true;  // a rate line on stderr when it is a terminal

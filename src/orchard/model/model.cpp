@@ -10,7 +10,6 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
-#include <thread>
 #include <vector>
 
 #include <openvino/core/version.hpp>
@@ -196,11 +195,11 @@ std::string model_fingerprint(const std::string& prepared_model) {
 }
 
 namespace {
-// OpenVINO on the CPU, FP32 forced: one compiled model, one stream per calling thread (each with
-// its share of the cores), one infer request per concurrent call, reused.
+// OpenVINO on the CPU, FP32 forced: one compiled model, one stream per calling thread, one infer
+// request per concurrent call, reused.
 class OpenVinoEmbedder final : public Embedder {
  public:
-  OpenVinoEmbedder(const std::string& path, int concurrency) {
+  OpenVinoEmbedder(const std::string& path, int concurrency, int threads_per_call) {
     std::ifstream in(path, std::ios::binary);
     const Header h = read_header(in, path);
     std::string xml(h.xml_bytes, '\0');
@@ -210,14 +209,13 @@ class OpenVinoEmbedder final : public Embedder {
     if (!in || in.peek() != std::ifstream::traits_type::eof())
       throw Error(path + ": a damaged prepared model (its size is not what its header says); prepare it again with "
                   "`orchard prepare-model`");
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    const int streams = std::max(1, std::min(concurrency, cores));
+    const int streams = std::max(1, concurrency), threads = streams * std::max(1, threads_per_call);
     try {
       auto model = core().read_model(xml, weights_);
       compiled_ = core().compile_model(
           model, "CPU", ov::hint::inference_precision(ov::element::f32),
           ov::hint::execution_mode(ov::hint::ExecutionMode::ACCURACY), ov::num_streams(streams),
-          ov::inference_num_threads(std::max(streams, cores - cores % streams)));
+          ov::inference_num_threads(threads));
     } catch (const ov::Exception& e) {
       throw Error(path + ": cannot load the prepared model (" + std::string(e.what()) +
                   "); prepare it again with `orchard prepare-model`");
@@ -262,8 +260,8 @@ class OpenVinoEmbedder final : public Embedder {
 };
 }  // namespace
 
-std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, int concurrency) {
-  return std::make_unique<OpenVinoEmbedder>(prepared_model, concurrency);
+std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, int concurrency, int threads_per_call) {
+  return std::make_unique<OpenVinoEmbedder>(prepared_model, concurrency, threads_per_call);
 }
 
 std::string engine_name() { return "openvino"; }

@@ -47,9 +47,11 @@ class Embedder {
 };
 
 // Loads a prepared model (a path resolve() returned), compiled for this machine's CPU in FP32 for
-// `concurrency` threads calling embed() at once (one OpenVINO stream each, the cores shared
-// between them). Throws orchard::Error naming the file when it cannot.
-std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, int concurrency);
+// `concurrency` threads calling embed() at once: one OpenVINO stream each, running on
+// threads_per_call cores (featurize: 1, its workers are the parallelism and --threads is the
+// number of cores it takes, as Spark's task cpus). Throws orchard::Error naming the file when it
+// cannot.
+std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, int concurrency, int threads_per_call = 1);
 
 // The engine's name and version for records ("openvino", "2026.4.1").
 std::string engine_name();
