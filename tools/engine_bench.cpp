@@ -1,10 +1,11 @@
 // Inference alone, no decoding: images/s of the prepared model for each streams x threads x batch
 // given, so that featurize's defaults are chosen by measurement (docs/benchmarks.md).
 //
-//   build/orchard-engine-bench MODEL.ov [--seconds 8] STREAMS:THREADS:BATCH ...
+//   build/tools/orchard-engine-bench MODEL.ov [--seconds 8] STREAMS:THREADS:BATCH[:any] ...
 //
 // STREAMS threads call Embedder::embed at once (load_embedder's concurrency), each call running on
-// THREADS cores, with BATCH images of fixed random pixels per call. Each point warms up with one
+// THREADS cores, with BATCH images of fixed random pixels per call, the graph compiled for BATCH
+// (as featurize does) or, with ":any", for any batch size. Each point warms up with one
 // call per stream, then counts the images embedded in --seconds.
 #include <atomic>
 #include <chrono>
@@ -24,8 +25,8 @@ using orchard::model::kEmbeddingDim;
 using orchard::model::kInputSize;
 constexpr std::size_t kPixels = 3ull * kInputSize * kInputSize;
 
-double images_per_second(const std::string& model, int streams, int threads, int batch, double seconds) {
-  auto embedder = orchard::model::load_embedder(model, streams, threads);
+double images_per_second(const std::string& model, int streams, int threads, int batch, bool fixed, double seconds) {
+  auto embedder = orchard::model::load_embedder(model, {streams, threads, fixed ? batch : 0});
   std::vector<float> in(kPixels * batch);
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> pixel(-1.f, 1.f);
@@ -57,7 +58,7 @@ double images_per_second(const std::string& model, int streams, int threads, int
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s MODEL.ov [--seconds S] STREAMS:THREADS:BATCH ...\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL.ov [--seconds S] STREAMS:THREADS:BATCH[:any] ...\n", argv[0]);
     return 2;
   }
   double seconds = 8;
@@ -66,15 +67,17 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--seconds" && i + 1 < argc) seconds = std::atof(argv[++i]);
     else points.emplace_back(argv[i]);
   }
-  std::printf("%7s %7s %5s %9s\n", "streams", "threads", "batch", "images/s");
+  std::printf("%7s %7s %5s %5s %9s\n", "streams", "threads", "batch", "shape", "images/s");
   try {
     for (const auto& p : points) {
       int streams = 0, threads = 0, batch = 0;
+      const bool fixed = p.find(":any") == std::string::npos;
       if (std::sscanf(p.c_str(), "%d:%d:%d", &streams, &threads, &batch) != 3 || streams < 1 || threads < 1 || batch < 1) {
         std::fprintf(stderr, "%s: expected STREAMS:THREADS:BATCH, e.g. 2:1:2\n", p.c_str());
         return 2;
       }
-      std::printf("%7d %7d %5d %9.1f\n", streams, threads, batch, images_per_second(argv[1], streams, threads, batch, seconds));
+      std::printf("%7d %7d %5d %5s %9.1f\n", streams, threads, batch, fixed ? "fixed" : "any",
+                  images_per_second(argv[1], streams, threads, batch, fixed, seconds));
       std::fflush(stdout);
     }
   } catch (const orchard::Error& e) {

@@ -276,7 +276,8 @@ class ProgressLine {
 }  // namespace
 
 Featurizer::Featurizer(const std::string& model_file, const Options& options)
-    : embedder_(model::load_embedder(model_file, resolve_threads(options.threads))), options_(options) {
+    : embedder_(model::load_embedder(model_file, {resolve_threads(options.threads), 1, options.batch})),
+      options_(options) {
   if (options_.batch < 1) throw Error("batch must be at least 1");
 }
 

@@ -196,10 +196,11 @@ std::string model_fingerprint(const std::string& prepared_model) {
 
 namespace {
 // OpenVINO on the CPU, FP32 forced: one compiled model, one stream per calling thread, one infer
-// request per concurrent call, reused.
+// request per concurrent call, reused. With a fixed batch the graph is compiled for that shape
+// (the CPU plugin's static-shape kernels); a call with fewer images pads the batch with zeros.
 class OpenVinoEmbedder final : public Embedder {
  public:
-  OpenVinoEmbedder(const std::string& path, int concurrency, int threads_per_call) {
+  OpenVinoEmbedder(const std::string& path, const EngineOptions& o) : batch_(std::max(0, o.batch)) {
     std::ifstream in(path, std::ios::binary);
     const Header h = read_header(in, path);
     std::string xml(h.xml_bytes, '\0');
@@ -209,9 +210,10 @@ class OpenVinoEmbedder final : public Embedder {
     if (!in || in.peek() != std::ifstream::traits_type::eof())
       throw Error(path + ": a damaged prepared model (its size is not what its header says); prepare it again with "
                   "`orchard prepare-model`");
-    const int streams = std::max(1, concurrency), threads = streams * std::max(1, threads_per_call);
+    const int streams = std::max(1, o.concurrency), threads = streams * std::max(1, o.threads_per_call);
     try {
       auto model = core().read_model(xml, weights_);
+      if (batch_ > 0) model->reshape(ov::PartialShape{batch_, 3, kInputSize, kInputSize});
       compiled_ = core().compile_model(
           model, "CPU", ov::hint::inference_precision(ov::element::f32),
           ov::hint::execution_mode(ov::hint::ExecutionMode::ACCURACY), ov::num_streams(streams),
@@ -223,6 +225,24 @@ class OpenVinoEmbedder final : public Embedder {
   }
 
   void embed(const float* in, int n, float* out) override {
+    constexpr std::size_t kPixels = 3ull * kInputSize * kInputSize;
+    if (batch_ == 0) return run(in, n, n, out);
+    for (int first = 0; first < n; first += batch_) {
+      const int m = std::min(batch_, n - first);
+      const float* images = in + first * kPixels;
+      thread_local std::vector<float> padded;
+      if (m < batch_) {
+        padded.assign(static_cast<std::size_t>(batch_) * kPixels, 0.f);
+        std::copy_n(images, m * kPixels, padded.data());
+        images = padded.data();
+      }
+      run(images, batch_, m, out + static_cast<std::size_t>(first) * kEmbeddingDim);
+    }
+  }
+
+ private:
+  // Runs n images, copies the first `keep` embeddings to out.
+  void run(const float* in, int n, int keep, float* out) {
     ov::InferRequest request = take();
     try {
       request.set_input_tensor(
@@ -232,7 +252,7 @@ class OpenVinoEmbedder final : public Embedder {
       if (result.get_size() != static_cast<std::size_t>(n) * kEmbeddingDim)
         throw Error("inference failed: the model gave " + std::to_string(result.get_size()) + " values for " +
                     std::to_string(n) + " images; prepare it again with `orchard prepare-model`");
-      std::copy_n(result.data<const float>(), result.get_size(), out);
+      std::copy_n(result.data<const float>(), static_cast<std::size_t>(keep) * kEmbeddingDim, out);
     } catch (const ov::Exception& e) {
       give_back(std::move(request));
       throw Error(std::string("inference failed: ") + e.what());
@@ -240,7 +260,6 @@ class OpenVinoEmbedder final : public Embedder {
     give_back(std::move(request));
   }
 
- private:
   ov::InferRequest take() {
     std::lock_guard<std::mutex> lock(mu_);
     if (idle_.empty()) return compiled_.create_infer_request();
@@ -253,6 +272,7 @@ class OpenVinoEmbedder final : public Embedder {
     idle_.push_back(std::move(r));
   }
 
+  const int batch_;     // the compiled batch size; 0: any
   ov::Tensor weights_;  // the IR's weights, which the model's constants may point into
   ov::CompiledModel compiled_;
   std::mutex mu_;
@@ -260,8 +280,8 @@ class OpenVinoEmbedder final : public Embedder {
 };
 }  // namespace
 
-std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, int concurrency, int threads_per_call) {
-  return std::make_unique<OpenVinoEmbedder>(prepared_model, concurrency, threads_per_call);
+std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, const EngineOptions& options) {
+  return std::make_unique<OpenVinoEmbedder>(prepared_model, options);
 }
 
 std::string engine_name() { return "openvino"; }

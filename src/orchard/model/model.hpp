@@ -46,12 +46,18 @@ class Embedder {
   virtual void embed(const float* in, int n, float* out) = 0;
 };
 
-// Loads a prepared model (a path resolve() returned), compiled for this machine's CPU in FP32 for
-// `concurrency` threads calling embed() at once: one OpenVINO stream each, running on
-// threads_per_call cores (featurize: 1, its workers are the parallelism and --threads is the
-// number of cores it takes, as Spark's task cpus). Throws orchard::Error naming the file when it
-// cannot.
-std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, int concurrency, int threads_per_call = 1);
+// How the engine runs a loaded model.
+struct EngineOptions {
+  int concurrency = 1;       // threads calling embed() at once: one OpenVINO stream each
+  int threads_per_call = 1;  // cores each call runs on (featurize: 1, its workers are the parallelism
+                             // and --threads the cores a process takes, as Spark's task cpus say)
+  int batch = 0;             // images per call the graph is compiled for (fewer are padded, more are
+                             // split); 0 = compiled for any number
+};
+
+// Loads a prepared model (a path resolve() returned), compiled for this machine's CPU in FP32 as
+// options say. Throws orchard::Error naming the file when it cannot.
+std::unique_ptr<Embedder> load_embedder(const std::string& prepared_model, const EngineOptions& options);
 
 // The engine's name and version for records ("openvino", "2026.4.1").
 std::string engine_name();
