@@ -151,7 +151,8 @@ int main(int argc, char** argv) {
   std::string weights, out;
   auto* prepare = app.add_subcommand(
       "prepare-model",
-      "build the frozen TorchScript model from weights, cache it, and make it the default.\n"
+      "build the MobileNetV2 graph from weights for OpenVINO, cache it as a prepared .ov file, and make\n"
+      "it the default (later runs need no --model).\n"
       "WEIGHTS: the TF-slim .npy folder or the official Keras file\n"
       "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 (see README to download)");
   prepare->add_option("WEIGHTS", weights, "weights folder or .h5 file")->required();
