@@ -213,7 +213,8 @@ ov=$(awk '$1 ~ /^libopenvino\.so/ && $2 == "=>" {print $3}' <<<"$LDD")
 if [ -n "$ov" ]; then
   for f in libopenvino_intel_cpu_plugin.so 'libopenvino_ir_frontend.so.*' libtbbbind_2_5.so.3 libhwloc.so.15; do
     found=$(compgen -G "$(dirname "$ov")/$f" | head -1) || die "$(dirname "$ov")/$f: missing (run ./setup.sh)"
-    cp -L "$found" "$STAGE/lib/" && chmod u+w,a+r "$STAGE/lib/$(basename "$found")"
+    cp -L "$found" "$STAGE/lib/" || die "cannot copy $found"
+    chmod u+w,a+r "$STAGE/lib/$(basename "$found")"
     n=$((n + 1))
   done
 fi

@@ -74,8 +74,8 @@ def test_a_rerun_with_another_model_is_refused(orchard_bin, model_env, finished,
     finally:
         (out / "part-00001.saved").rename(out / "features" / "part-00001.parquet")
     # The original model, given as a file:// URI, resumes.
-    model_pt = run_orchard(orchard_bin, model_env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.ov").stdout.strip()
-    run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", "file://" + model_pt, "--shard-size", 4)
+    model_file = run_orchard(orchard_bin, model_env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.ov").stdout.strip()
+    run_orchard(orchard_bin, model_env, "featurize", src, out, "--model", "file://" + model_file, "--shard-size", 4)
 
 
 def test_pca_refuses_an_incomplete_output(orchard_bin, model_env, tmp_path):
@@ -158,11 +158,11 @@ def _runs_within(orchard_bin, env, args, limit) -> bool:
 def test_out_of_memory_fails_the_shard_never_an_error_row(orchard_bin, model_env, tmp_path):
     """Out of memory is the machine's problem, not the image's: the shard fails (exit 1, no part),
     so a rerun with more memory embeds the image, instead of a permanent "bad image" row."""
-    env = dict(model_env, OMP_NUM_THREADS="1")
+    env = dict(model_env)
     small = tmp_path / "small"
     copy_sample(small, CLASSES[:1], 2)
-    model_pt = run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.ov").stdout.strip()
-    base = ["--model", model_pt, "--threads", 1, "--io-depth", 1, "--quiet"]
+    model_file = run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR, "--out", tmp_path / "m.ov").stdout.strip()
+    base = ["--model", model_file, "--threads", 1, "--io-depth", 1, "--quiet"]
     # The least address space `featurize` needs for ordinary images (binary search, 16 MiB steps).
     lo, hi = 256 << 20, 16 << 30
     assert _runs_within(orchard_bin, env, ["featurize", small, tmp_path / "probe-hi", *base], hi)
@@ -208,6 +208,17 @@ def test_concurrent_prepare_model_runs_never_clobber_each_other(orchard_bin, mod
     src = tmp_path / "in"
     copy_sample(src, CLASSES[:1], 2)
     run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.ov loads
+    # A prepared file that is not what its header says is refused in one line, never half loaded.
+    magic, fingerprint, sizes, rest = whole.split(b"\n", 3)
+    for name, data in {"negative": b"\n".join([magic, fingerprint, b"-1 5", rest]),
+                       "huge": b"\n".join([magic, fingerprint, b"99999999999999999999 5", rest]),
+                       "trailing": whole + b"x", "cut": whole[:100]}.items():
+        bad = tmp_path / f"{name}.ov"
+        bad.write_bytes(data)
+        p = subprocess.run([str(orchard_bin), "featurize", str(src), str(tmp_path / name), "--model", str(bad), "--quiet"],
+                           env=env, capture_output=True, text=True)
+        assert p.returncode == 1 and "a damaged prepared model" in p.stderr and len(p.stderr.splitlines()) == 1, \
+            (name, p.returncode, p.stderr)
 
 
 def test_an_earlier_engines_model_never_loads(orchard_bin, model_env, tmp_path):
@@ -237,3 +248,14 @@ def test_an_earlier_engines_model_never_loads(orchard_bin, model_env, tmp_path):
     again = Path(run_orchard(orchard_bin, env, "prepare-model", MODEL_DIR).stdout.strip())
     assert again == cached and again.read_bytes() == whole, "prepared again, the same bytes"
     run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.ov loads
+    # A prepared file that is not what its header says is refused in one line, never half loaded.
+    magic, fingerprint, sizes, rest = whole.split(b"\n", 3)
+    for name, data in {"negative": b"\n".join([magic, fingerprint, b"-1 5", rest]),
+                       "huge": b"\n".join([magic, fingerprint, b"99999999999999999999 5", rest]),
+                       "trailing": whole + b"x", "cut": whole[:100]}.items():
+        bad = tmp_path / f"{name}.ov"
+        bad.write_bytes(data)
+        p = subprocess.run([str(orchard_bin), "featurize", str(src), str(tmp_path / name), "--model", str(bad), "--quiet"],
+                           env=env, capture_output=True, text=True)
+        assert p.returncode == 1 and "a damaged prepared model" in p.stderr and len(p.stderr.splitlines()) == 1, \
+            (name, p.returncode, p.stderr)

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -56,15 +58,27 @@ struct Header {
   std::size_t xml_bytes = 0, bin_bytes = 0;
 };
 
-// Reads a prepared file's header; the stream is left at the XML. Throws orchard::Error naming path.
+// Reads a prepared file's header and checks that the file holds exactly what it announces; the
+// stream is left at the XML. Throws orchard::Error naming path.
 Header read_header(std::ifstream& in, const std::string& path) {
-  std::string magic;
+  std::string magic, sizes;
   if (!in || !std::getline(in, magic)) throw Error(path + ": cannot read the prepared model; prepare it again with `orchard prepare-model`");
   if (magic.rfind("PK", 0) == 0 && ends_with(path, ".pt")) refuse_torchscript(path);
   if (magic != kMagic) throw Error(path + ": not a model prepared by Orchard; prepare it with `orchard prepare-model WEIGHTS`");
+  const auto damaged = [&](const std::string& why) {
+    return Error(path + ": a damaged prepared model (" + why + "); prepare it again with `orchard prepare-model`");
+  };
   Header h;
-  if (!std::getline(in, h.fingerprint) || !(in >> h.xml_bytes >> h.bin_bytes) || in.get() != '\n')
-    throw Error(path + ": a damaged prepared model (bad header); prepare it again with `orchard prepare-model`");
+  if (!std::getline(in, h.fingerprint) || !std::getline(in, sizes)) throw damaged("no header");
+  const char* end = sizes.data() + sizes.size();
+  auto [p, e1] = std::from_chars(sizes.data(), end, h.xml_bytes);
+  if (e1 != std::errc() || p == end || *p != ' ') throw damaged("bad sizes");
+  auto [q, e2] = std::from_chars(p + 1, end, h.bin_bytes);
+  if (e2 != std::errc() || q != end) throw damaged("bad sizes");
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(path, ec), body = static_cast<std::uintmax_t>(in.tellg());
+  if (ec || body > size || h.xml_bytes > size - body || h.bin_bytes != size - body - h.xml_bytes)
+    throw damaged("its size is not what its header says");
   return h;
 }
 
@@ -74,13 +88,16 @@ bool is_prepared(const std::string& path) {
   return in && std::getline(in, magic) && magic == kMagic;
 }
 
-// A cached file is reused only when it is a whole prepared model of the wanted fingerprint.
+// A cached file is reused only when it is a whole prepared model of the wanted fingerprint
+// (anything else under that name is prepared again).
 bool is_whole(const std::string& path, const std::string& fingerprint) {
-  if (!fs::is_regular_file(path) || !is_prepared(path)) return false;
-  std::ifstream in(path, std::ios::binary);
-  const Header h = read_header(in, path);
-  const auto body = static_cast<std::uintmax_t>(in.tellg());
-  return h.fingerprint == fingerprint && body + h.xml_bytes + h.bin_bytes == fs::file_size(path);
+  if (!fs::is_regular_file(path)) return false;
+  try {
+    std::ifstream in(path, std::ios::binary);
+    return read_header(in, path).fingerprint == fingerprint;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 // The one OpenVINO runtime of the process (it finds its CPU plugin beside libopenvino).
@@ -202,14 +219,12 @@ class OpenVinoEmbedder final : public Embedder {
  public:
   OpenVinoEmbedder(const std::string& path, const EngineOptions& o) : batch_(std::max(0, o.batch)) {
     std::ifstream in(path, std::ios::binary);
-    const Header h = read_header(in, path);
+    const Header h = read_header(in, path);  // the sizes are the file's
     std::string xml(h.xml_bytes, '\0');
     weights_ = ov::Tensor(ov::element::u8, ov::Shape{h.bin_bytes});
     in.read(xml.data(), static_cast<std::streamsize>(h.xml_bytes));
     in.read(static_cast<char*>(weights_.data()), static_cast<std::streamsize>(h.bin_bytes));
-    if (!in || in.peek() != std::ifstream::traits_type::eof())
-      throw Error(path + ": a damaged prepared model (its size is not what its header says); prepare it again with "
-                  "`orchard prepare-model`");
+    if (!in) throw Error(path + ": cannot read the prepared model; prepare it again with `orchard prepare-model`");
     const int streams = std::max(1, o.concurrency), threads = streams * std::max(1, o.threads_per_call);
     try {
       auto model = core().read_model(xml, weights_);
@@ -217,7 +232,10 @@ class OpenVinoEmbedder final : public Embedder {
       compiled_ = core().compile_model(
           model, "CPU", ov::hint::inference_precision(ov::element::f32),
           ov::hint::execution_mode(ov::hint::ExecutionMode::ACCURACY), ov::num_streams(streams),
-          ov::inference_num_threads(threads));
+          ov::inference_num_threads(threads),
+          // No pinning: OpenVINO would pin every process's streams from the first core on, and
+          // several processes share a node (Spark tasks); the kernel places them (no loss measured).
+          ov::hint::enable_cpu_pinning(false));
     } catch (const ov::Exception& e) {
       throw Error(path + ": cannot load the prepared model (" + std::string(e.what()) +
                   "); prepare it again with `orchard prepare-model`");
@@ -243,8 +261,18 @@ class OpenVinoEmbedder final : public Embedder {
  private:
   // Runs n images, copies the first `keep` embeddings to out.
   void run(const float* in, int n, int keep, float* out) {
-    ov::InferRequest request = take();
+    std::optional<ov::InferRequest> taken;
+    // The request goes back to the pool however the call ends.
+    struct GiveBack {
+      OpenVinoEmbedder* self;
+      std::optional<ov::InferRequest>* request;
+      ~GiveBack() {
+        if (*request) self->give_back(std::move(**request));
+      }
+    } guard{this, &taken};
     try {
+      taken = take();
+      ov::InferRequest& request = *taken;
       request.set_input_tensor(
           ov::Tensor(ov::element::f32, ov::Shape{static_cast<std::size_t>(n), 3, kInputSize, kInputSize}, const_cast<float*>(in)));
       request.infer();
@@ -254,10 +282,8 @@ class OpenVinoEmbedder final : public Embedder {
                     std::to_string(n) + " images; prepare it again with `orchard prepare-model`");
       std::copy_n(result.data<const float>(), static_cast<std::size_t>(keep) * kEmbeddingDim, out);
     } catch (const ov::Exception& e) {
-      give_back(std::move(request));
       throw Error(std::string("inference failed: ") + e.what());
     }
-    give_back(std::move(request));
   }
 
   ov::InferRequest take() {

@@ -1,5 +1,5 @@
 #pragma once
-// The network's input and output sizes, stated once for every stage (no LibTorch needed).
+// The network's input and output sizes, stated once for every stage (no engine header needed).
 
 namespace orchard::model {
 

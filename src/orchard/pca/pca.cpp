@@ -159,14 +159,15 @@ Fit fit(const Moments& m) {
   std::vector<double> a(dd), w(d);
   for (int i = 0; i < d; ++i)
     for (int j = 0; j < d; ++j) a[static_cast<std::size_t>(j) * d + i] = cov[static_cast<std::size_t>(i) * d + j];
+  const int lda = std::max(1, d);
   int info = 0, lwork = -1, liwork = -1, iwork_size = 0;
   double work_size = 0;
-  dsyevd_("V", "U", &d, a.data(), &d, w.data(), &work_size, &lwork, &iwork_size, &liwork, &info, 1, 1);  // sizes
+  dsyevd_("V", "U", &d, a.data(), &lda, w.data(), &work_size, &lwork, &iwork_size, &liwork, &info, 1, 1);  // sizes
   std::vector<double> work(info == 0 ? static_cast<std::size_t>(work_size) : 1);
   std::vector<int> iwork(info == 0 ? static_cast<std::size_t>(iwork_size) : 1);
   lwork = static_cast<int>(work.size());
   liwork = static_cast<int>(iwork.size());
-  if (info == 0) dsyevd_("V", "U", &d, a.data(), &d, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
+  if (info == 0) dsyevd_("V", "U", &d, a.data(), &lda, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
   if (info != 0)
     throw Error("pca: LAPACK dsyevd failed (info " + std::to_string(info) + ") on the " + std::to_string(d) + "x" +
                 std::to_string(d) + " covariance; check the features for extreme values");
