@@ -208,17 +208,6 @@ def test_concurrent_prepare_model_runs_never_clobber_each_other(orchard_bin, mod
     src = tmp_path / "in"
     copy_sample(src, CLASSES[:1], 2)
     run_orchard(orchard_bin, env, "featurize", src, tmp_path / "out", "--quiet")  # default.ov loads
-    # A prepared file that is not what its header says is refused in one line, never half loaded.
-    magic, fingerprint, sizes, rest = whole.split(b"\n", 3)
-    for name, data in {"negative": b"\n".join([magic, fingerprint, b"-1 5", rest]),
-                       "huge": b"\n".join([magic, fingerprint, b"99999999999999999999 5", rest]),
-                       "trailing": whole + b"x", "cut": whole[:100]}.items():
-        bad = tmp_path / f"{name}.ov"
-        bad.write_bytes(data)
-        p = subprocess.run([str(orchard_bin), "featurize", str(src), str(tmp_path / name), "--model", str(bad), "--quiet"],
-                           env=env, capture_output=True, text=True)
-        assert p.returncode == 1 and "a damaged prepared model" in p.stderr and len(p.stderr.splitlines()) == 1, \
-            (name, p.returncode, p.stderr)
 
 
 def test_an_earlier_engines_model_never_loads(orchard_bin, model_env, tmp_path):
