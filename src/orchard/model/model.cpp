@@ -42,10 +42,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string engine_tag() {
-  return "openvino" + std::to_string(OPENVINO_VERSION_MAJOR) + "." + std::to_string(OPENVINO_VERSION_MINOR) + "." +
-         std::to_string(OPENVINO_VERSION_PATCH);
-}
+std::string engine_tag() { return engine_name() + engine_version(); }
 
 // What a LibTorch .pt of an earlier Orchard gets: a way forward, not a parse error.
 [[noreturn]] void refuse_torchscript(const std::string& path) {
@@ -80,12 +77,6 @@ Header read_header(std::ifstream& in, const std::string& path) {
   if (ec || body > size || h.xml_bytes > size - body || h.bin_bytes != size - body - h.xml_bytes)
     throw damaged("its size is not what its header says");
   return h;
-}
-
-bool is_prepared(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string magic;
-  return in && std::getline(in, magic) && magic == kMagic;
 }
 
 // A cached file is reused only when it is a whole prepared model of the wanted fingerprint
@@ -123,9 +114,7 @@ std::string prepare(const std::string& weights, const std::string& out_path) {
   } else if (ends_with(weights, ".h5") || ends_with(weights, ".hdf5")) {
     w = load_keras_h5(weights);
   } else if (fs::is_regular_file(weights)) {
-    if (is_prepared(weights)) return weights;
-    std::ifstream in(weights, std::ios::binary);
-    read_header(in, weights);  // throws the reason
+    model_fingerprint(weights);  // a whole prepared model, or the reason it is not
     return weights;
   } else if (ends_with(weights, kExtension) || ends_with(weights, ".pt")) {
     throw Error(weights + ": no such prepared model file");
