@@ -13,6 +13,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <utility>
 
 // jpeglib.h needs FILE and size_t declared before it.
 #include <jpeglib.h>
@@ -97,7 +98,8 @@ struct JpegState {
   bool created;
 };
 
-Stage jpeg_stage_header(JpegState* s, const std::uint8_t* data, std::size_t size) {
+// save_app1: keep the APP1 segments (EXIF) in cinfo.marker_list, for decode_photo.
+Stage jpeg_stage_header(JpegState* s, const std::uint8_t* data, std::size_t size, bool save_app1) {
   if (setjmp(s->err.jump)) return Stage::kFailed;
   s->cinfo.err = jpeg_std_error(&s->err.pub);
   s->err.pub.error_exit = jpeg_on_error;
@@ -105,6 +107,7 @@ Stage jpeg_stage_header(JpegState* s, const std::uint8_t* data, std::size_t size
   s->err.message[0] = '\0';
   jpeg_create_decompress(&s->cinfo);
   s->created = true;
+  if (save_app1) jpeg_save_markers(&s->cinfo, JPEG_APP0 + 1, 0xFFFF);
   s->src.init_source = src_noop;
   s->src.fill_input_buffer = src_fill;
   s->src.skip_input_data = src_skip;
@@ -118,6 +121,24 @@ Stage jpeg_stage_header(JpegState* s, const std::uint8_t* data, std::size_t size
     ok = jpeg_read_header(&s->cinfo, FALSE);
   } while (ok == JPEG_HEADER_TABLES_ONLY);
   return ok == JPEG_SUSPENDED ? Stage::kSuspended : Stage::kOk;
+}
+
+// For decode_photo: picks the DCT scale n/8 (n = 1..8), the smallest whose output is at least
+// min_side (> 0) on both sides, and leaves it in cinfo.scale_num / scale_denom. No scaling (the 1/1
+// that jpeg_read_header set) when n would be 8 or the image is already below min_side on a side.
+Stage jpeg_stage_scale(JpegState* s, int min_side) {
+  if (setjmp(s->err.jump)) return Stage::kFailed;
+  const auto side = static_cast<JDIMENSION>(min_side);
+  if (s->cinfo.image_width < side || s->cinfo.image_height < side) return Stage::kOk;
+  for (unsigned int num = 1; num < 8; ++num) {
+    s->cinfo.scale_num = num;
+    s->cinfo.scale_denom = 8;
+    jpeg_calc_output_dimensions(&s->cinfo);  // output = ceil(image * num / 8)
+    if (s->cinfo.output_width >= side && s->cinfo.output_height >= side) return Stage::kOk;
+  }
+  s->cinfo.scale_num = 1;
+  s->cinfo.scale_denom = 1;
+  return Stage::kOk;
 }
 
 Stage jpeg_stage_start(JpegState* s) {
@@ -141,6 +162,87 @@ Stage jpeg_stage_rows(JpegState* s, JSAMPLE* row, Convert& convert) {
   return Stage::kOk;
 }
 
+// EXIF Orientation (tag 0x0112 of IFD0) in a TIFF block (an APP1 segment after "Exif\0\0"): 1-8,
+// or 0 when the block is malformed or has no usable tag. Every read is bounds-checked against `n`.
+// As in Pillow, IFD0 entries wholly inside the block count even if the entry list is cut short.
+int tiff_orientation(const std::uint8_t* t, std::size_t n) {
+  if (n < 8) return 0;
+  bool little;
+  if (t[0] == 'I' && t[1] == 'I') {
+    little = true;
+  } else if (t[0] == 'M' && t[1] == 'M') {
+    little = false;
+  } else {
+    return 0;
+  }
+  auto u16 = [&](std::size_t p) -> std::uint32_t {  // callers ensure p + 2 <= n
+    return little ? (std::uint32_t{t[p + 1]} << 8) | t[p] : (std::uint32_t{t[p]} << 8) | t[p + 1];
+  };
+  auto u32 = [&](std::size_t p) -> std::uint32_t {  // callers ensure p + 4 <= n
+    return little ? (u16(p + 2) << 16) | u16(p) : (u16(p) << 16) | u16(p + 2);
+  };
+  if (u16(2) != 42) return 0;
+  const std::uint64_t ifd = u32(4);
+  if (ifd < 8 || ifd + 2 > n) return 0;
+  const std::uint64_t count = u16(static_cast<std::size_t>(ifd));
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const std::uint64_t e = ifd + 2 + 12 * i;
+    if (e + 12 > n) return 0;  // the list is cut short before the tag
+    const auto p = static_cast<std::size_t>(e);
+    if (u16(p) != 0x0112) continue;
+    // SHORT (type 3), one value, stored in the first two bytes of the value field.
+    if (u16(p + 2) != 3 || u32(p + 4) != 1) return 0;
+    const std::uint32_t v = u16(p + 8);
+    return v >= 1 && v <= 8 ? static_cast<int>(v) : 0;
+  }
+  return 0;
+}
+
+// Orientation from the first APP1 "Exif\0\0" segment libjpeg saved (IFD0 is in it); 0 when there
+// is none or it is malformed.
+int exif_orientation(jpeg_saved_marker_ptr marker) {
+  for (; marker != nullptr; marker = marker->next) {
+    if (marker->marker != JPEG_APP0 + 1 || marker->data == nullptr) continue;
+    if (marker->data_length < 6) continue;
+    if (std::memcmp(marker->data, "Exif\0\0", 6) != 0) continue;
+    return tiff_orientation(marker->data + 6, marker->data_length - 6);
+  }
+  return 0;
+}
+
+// Applies EXIF orientation 2-8 as PIL.ImageOps.exif_transpose does (2 mirror left-right, 3 rotate
+// 180, 4 mirror top-bottom, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90
+// counter-clockwise); any other value returns the image as it is. Output pixel (x, y) is the source
+// bytes at origin + x * step_x + y * step_y.
+RgbImage apply_orientation(RgbImage in, int orientation) {
+  if (orientation < 2 || orientation > 8) return in;
+  const std::ptrdiff_t w = in.width, h = in.height, px = 3, row = w * 3;
+  std::ptrdiff_t origin = 0, step_x = 0, step_y = 0;
+  switch (orientation) {
+    case 2: origin = (w - 1) * px; step_x = -px; step_y = row; break;
+    case 3: origin = (h - 1) * row + (w - 1) * px; step_x = -px; step_y = -row; break;
+    case 4: origin = (h - 1) * row; step_x = px; step_y = -row; break;
+    case 5: origin = 0; step_x = row; step_y = px; break;
+    case 6: origin = (h - 1) * row; step_x = -row; step_y = px; break;
+    case 7: origin = (h - 1) * row + (w - 1) * px; step_x = -row; step_y = -px; break;
+    default: origin = (w - 1) * px; step_x = row; step_y = -px; break;  // 8
+  }
+  RgbImage out;
+  const bool swap = orientation >= 5;
+  out.width = swap ? in.height : in.width;
+  out.height = swap ? in.width : in.height;
+  out.pixels.resize(in.pixels.size());
+  const std::uint8_t* src = in.pixels.data();
+  std::uint8_t* dst = out.pixels.data();
+  for (std::ptrdiff_t y = 0; y < out.height; ++y) {
+    std::ptrdiff_t at = origin + y * step_y;
+    for (std::ptrdiff_t x = 0; x < out.width; ++x, at += step_x, dst += 3) {
+      std::memcpy(dst, src + at, 3);
+    }
+  }
+  return out;
+}
+
 class JpegDecoder {
  public:
   JpegDecoder() = default;
@@ -150,8 +252,12 @@ class JpegDecoder {
   JpegDecoder(const JpegDecoder&) = delete;
   JpegDecoder& operator=(const JpegDecoder&) = delete;
 
-  RgbImage decode(std::span<const std::uint8_t> bytes) {
-    check(jpeg_stage_header(&state_, bytes.data(), bytes.size()), "reading the JPEG header");
+  // photo: decode_photo's options (DCT scaling, EXIF orientation read into orientation()); null for
+  // decode_to_rgb, which touches neither.
+  RgbImage decode(std::span<const std::uint8_t> bytes, const PhotoOptions* photo = nullptr) {
+    const bool want_exif = photo != nullptr && photo->apply_exif_orientation;
+    check(jpeg_stage_header(&state_, bytes.data(), bytes.size(), want_exif),
+          "reading the JPEG header");
     jpeg_decompress_struct& cinfo = state_.cinfo;
 
     // Pillow picks the mode from the component count: 1 -> L, 3 -> RGB, 4 -> CMYK, and asks
@@ -172,6 +278,10 @@ class JpegDecoder {
                   " colour components; only 1 (gray), 3 (colour) or 4 (CMYK) are supported");
     }
     check_pixel_limit(cinfo.image_width, cinfo.image_height, "JPEG");
+    if (photo != nullptr && photo->min_side > 0) {
+      check(jpeg_stage_scale(&state_, photo->min_side), "choosing the JPEG scale");
+    }
+    if (want_exif) orientation_ = exif_orientation(cinfo.marker_list);
 
     check(jpeg_stage_start(&state_), "starting JPEG decompression");
     const int w = static_cast<int>(cinfo.output_width);
@@ -223,6 +333,9 @@ class JpegDecoder {
     return out;
   }
 
+  // EXIF orientation found by decode (1-8), 0 if none or not asked for.
+  int orientation() const { return orientation_; }
+
  private:
   void check(Stage stage, const char* what) {
     if (stage == Stage::kSuspended) {
@@ -238,6 +351,7 @@ class JpegDecoder {
   }
 
   JpegState state_{};  // zero-initialised: created == false
+  int orientation_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -515,6 +629,15 @@ RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes) {
   }
   throw Error::bad_input("not a JPEG or PNG file (starts with " + hex_prefix(bytes) +
               "); only JPEG and PNG images are supported, convert it or remove it");
+}
+
+RgbImage decode_photo(std::span<const std::uint8_t> bytes, const PhotoOptions& options) {
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
+    JpegDecoder decoder;
+    RgbImage image = decoder.decode(bytes, &options);
+    return apply_orientation(std::move(image), decoder.orientation());
+  }
+  return decode_to_rgb(bytes);  // PNG, and every error, as the batch pipeline has them
 }
 
 }  // namespace orchard::image

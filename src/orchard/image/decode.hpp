@@ -29,4 +29,20 @@ inline constexpr std::int64_t kMaxSide = 65535;
 // stops cleanly before the last row is accepted by Pillow (missing rows black) and refused here.
 RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes);
 
+// How a photo sent to the service is decoded (the batch pipeline keeps decode_to_rgb, Pillow's way).
+struct PhotoOptions {
+  bool apply_exif_orientation = true;  // rotate/flip as the JPEG's EXIF Orientation tag (1-8) says
+  int min_side = 0;                    // > 0: a JPEG is decoded with libjpeg's DCT scaling (scale_num/scale_denom,
+                                       // 1/8..8/8) to the smallest scaled size whose width and height are both >= min_side
+};
+
+// Decodes JPEG or PNG bytes for the service: as decode_to_rgb, but a JPEG may be DCT-scaled down while
+// decoding and its EXIF orientation applied. Same errors as decode_to_rgb (kBadInput for bad bytes, the
+// pixel limit checked on the full size before anything is allocated).
+// A JPEG already smaller than min_side on a side is not scaled. The orientation comes from the first
+// APP1 "Exif" segment (IFD0 tag 0x0112, SHORT, count 1, value 1-8) and is applied as
+// PIL.ImageOps.exif_transpose does; an absent, out-of-range or malformed tag is ignored. A PNG is
+// decoded exactly as decode_to_rgb does (no scaling, no EXIF).
+RgbImage decode_photo(std::span<const std::uint8_t> bytes, const PhotoOptions& options);
+
 }  // namespace orchard::image
