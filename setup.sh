@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up Orchard on a fresh Debian 12 machine and builds build/orchard. Quick when all is there.
-#   1. Debian packages (GCC 11, libjpeg-turbo, libpng, LAPACK, HDF5, CLI11, Chromium, ...)
+#   1. Debian packages (GCC 11, libjpeg-turbo, libpng, LAPACK, HDF5, CLI11, libLBFGS, Boost.Beast,
+#      Chromium and its driver, ...)
 #   2. .venv: the reference pipeline (PySpark, TensorFlow/Keras, Pillow) and pyarrow, whose
 #      Arrow/Parquet C++ headers and libraries the build links against; .venv-pyspark35: pyspark
 #      3.5 alone, the cluster side of the Spark tests (no numpy, no pyarrow)
@@ -18,7 +19,8 @@ APT_PACKAGES=(
   libjpeg62-turbo-dev libpng-dev
   libopenblas-dev libhdf5-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
-  python3-venv python3-dev openjdk-17-jre-headless chromium patchelf
+  liblbfgs-dev libboost-dev
+  python3-venv python3-dev openjdk-17-jre-headless chromium chromium-driver patchelf
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -2,6 +2,8 @@
 
 #include <arrow/api.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 
 #include "orchard/error.hpp"
@@ -67,6 +69,20 @@ double SavedModel::cumulative() const {
   double c = 0;
   for (int i = 0; i < k && i < static_cast<int>(explained_ratio.size()); ++i) c += explained_ratio[i];
   return c;
+}
+
+std::string fingerprint(const SavedModel& m) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the numbers' bytes
+  auto mix = [&h](const void* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
+  };
+  const std::int32_t head[3] = {m.k, m.dim, m.center ? 1 : 0};
+  mix(head, sizeof head);
+  mix(m.mean.data(), m.mean.size() * sizeof(double));
+  mix(m.components.data(), std::min(m.components.size(), static_cast<std::size_t>(m.k) * m.dim) * sizeof(double));
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
 
 SavedModel read_model(const storage::Location& file) {

@@ -3,6 +3,7 @@
 // report, project): OUTPUT/pca/model.parquet and the moments files of a distributed fit.
 #include <cstdint>
 #include <vector>
+#include <string>
 
 #include "orchard/pca/pca.hpp"
 #include "orchard/storage/storage.hpp"
@@ -20,6 +21,10 @@ struct SavedModel {
   std::vector<double> explained_ratio;  // all dim components
   double cumulative() const;            // explained by the first k
 };
+
+// A fingerprint of what a projection computes (k, centring, mean, the k components): "<16 hex>".
+// A classifier records it and refuses another PCA's scores.
+std::string fingerprint(const SavedModel& m);
 
 // Reads pca/model.parquet. Throws orchard::Error naming the file when it is malformed.
 SavedModel read_model(const storage::Location& file);

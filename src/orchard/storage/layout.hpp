@@ -9,6 +9,10 @@
 //   OUTPUT/pca/explained_variance.csv, pca/model.parquet
 //   OUTPUT/pca_features/part-NNNNN.parquet  one per features part
 //   OUTPUT/report/index.html
+//   OUTPUT/classifier/model.parquet, classifier/metrics.json   `orchard train` (TRAINED = such an OUTPUT)
+//   OUTPUT/predictions/part-NNNNN.parquet   `orchard classify`: one per shard: path, label, top_labels,
+//                                           top_probabilities (errors/ as featurize)
+//   OUTPUT/_classify.json                   the classifier a classify OUTPUT uses (written first), then its counts
 //   OUTPUT/_featurize.json, _pca.json       each stage's counts, timings, options
 //   OUTPUT/_SUCCESS                         written last
 //   NAME.tmp-HOST-PID-N                     a local file being written (renamed when whole)
@@ -33,6 +37,15 @@ inline storage::Location explained_variance(const storage::Location& out) {
 inline storage::Location pca_features_dir(const storage::Location& out) { return out.child("pca_features"); }
 inline storage::Location report_dir(const storage::Location& out) { return out.child("report"); }
 inline storage::Location report_index(const storage::Location& out) { return report_dir(out).child("index.html"); }
+inline storage::Location classifier_dir(const storage::Location& out) { return out.child("classifier"); }
+inline storage::Location classifier_model(const storage::Location& out) {
+  return classifier_dir(out).child("model.parquet");
+}
+inline storage::Location classifier_metrics(const storage::Location& out) {
+  return classifier_dir(out).child("metrics.json");
+}
+inline storage::Location predictions_dir(const storage::Location& out) { return out.child("predictions"); }
+inline storage::Location classify_json(const storage::Location& out) { return out.child("_classify.json"); }
 inline storage::Location featurize_json(const storage::Location& out) { return out.child("_featurize.json"); }
 inline storage::Location pca_json(const storage::Location& out) { return out.child("_pca.json"); }
 inline storage::Location success(const storage::Location& out) { return out.child("_SUCCESS"); }
@@ -65,6 +78,9 @@ inline storage::Location error_part(const storage::Location& out, int shard) {
 }
 inline storage::Location pca_part(const storage::Location& out, int shard) {
   return pca_features_dir(out).child(part_name(shard));
+}
+inline storage::Location prediction_part(const storage::Location& out, int shard) {
+  return predictions_dir(out).child(part_name(shard));
 }
 // moments/part-NNNNN.parquet: the moments of a group of features parts whose first shard is NNNNN.
 inline storage::Location moments_part(const storage::Location& out, int first_shard) {

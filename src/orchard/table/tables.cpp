@@ -100,6 +100,24 @@ void write_vectors(const storage::Location& file, const VectorRows& rows, const 
   write_vectors_streamed(file, column, [&](const EmitFn& emit) { emit(rows); });
 }
 
+void write_predictions(const storage::Location& file, const PredictionRows& rows) {
+  const std::string what = file.display();
+  arrow::ListBuilder labels(arrow::default_memory_pool(), std::make_shared<arrow::StringBuilder>());
+  arrow::ListBuilder probs(arrow::default_memory_pool(), std::make_shared<arrow::FloatBuilder>());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    check(labels.Append(), what);
+    check(static_cast<arrow::StringBuilder*>(labels.value_builder())->AppendValues(rows.top_labels[i]), what);
+    check(probs.Append(), what);
+    check(static_cast<arrow::FloatBuilder*>(probs.value_builder())->AppendValues(rows.top_probabilities[i]), what);
+  }
+  auto schema = arrow::schema({arrow::field("path", arrow::utf8(), false), arrow::field("label", arrow::utf8(), false),
+                               arrow::field("top_labels", arrow::list(arrow::utf8())),
+                               arrow::field("top_probabilities", arrow::list(arrow::float32()))});
+  auto table = arrow::Table::Make(schema, {strings(rows.paths), strings(rows.labels),
+                                           value_or_throw(labels.Finish(), what), value_or_throw(probs.Finish(), what)});
+  write_table(file, *table);
+}
+
 void write_errors(const storage::Location& file, const ErrorRows& rows) {
   auto table = arrow::Table::Make(error_schema(), {strings(rows.paths), strings(rows.errors)});
   write_table(file, *table);

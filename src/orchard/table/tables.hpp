@@ -24,6 +24,14 @@ struct ErrorRows {
   std::vector<std::string> paths, errors;
 };
 
+// Predictions of a classify shard: each image's best classes, best first.
+struct PredictionRows {
+  std::vector<std::string> paths, labels;
+  std::vector<std::vector<std::string>> top_labels;
+  std::vector<std::vector<float>> top_probabilities;
+  std::size_t size() const { return paths.size(); }
+};
+
 // Why an embedding must not be written (non-finite or all-zero), or "" when it is sound.
 std::string vector_problem(const float* v, int dim);
 
@@ -40,6 +48,9 @@ using EmitFn = std::function<void(const VectorRows&)>;
 // memory holds a single batch whatever the file's size.
 void write_vectors_streamed(const storage::Location& file, const std::string& column,
                             const std::function<void(const EmitFn& emit)>& produce);
+// Writes predictions (path, label, top_labels: list<string>, top_probabilities: list<float>) as one
+// snappy Parquet file, atomically.
+void write_predictions(const storage::Location& file, const PredictionRows& rows);
 // Writes error rows (path, error) as one snappy Parquet file, atomically.
 void write_errors(const storage::Location& file, const ErrorRows& rows);
 // Writes any Arrow table as one snappy Parquet file, atomically.
