@@ -9,7 +9,10 @@
 #include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "orchard/classify/head.hpp"
+#include "orchard/classify/train.hpp"
 #include "orchard/dataset/manifest.hpp"
 #include "orchard/error.hpp"
 #include "orchard/featurize/featurize.hpp"
@@ -57,6 +60,73 @@ void run_featurize(const FeaturizeArgs& a) {
   // The record of the run that made the shards stays when this one had nothing to do.
   if (s.shards_skipped < s.shards || !storage::exists(layout::featurize_json(output)))
     storage::write_text(layout::featurize_json(output), j.dump(2) + "\n");
+}
+
+namespace {
+// A classify OUTPUT belongs to one classifier: _classify.json, written before the first shard,
+// names it; resuming with another is refused (its predictions would mix with the first's).
+void claim_for_classifier(const storage::Location& output, const classify::Head& head, const std::string& trained) {
+  const auto record = layout::classify_json(output);
+  if (storage::exists(record)) {
+    const auto text = storage::read_file(record)->ToString();
+    const auto j = nlohmann::json::parse(text, nullptr, false);
+    const std::string had = j.is_object() ? j.value("classifier", "") : "";
+    if (had != head.fingerprint())
+      throw Error(output.display() + " holds predictions of another classifier (" + had + ", this one is " +
+                  head.fingerprint() + "); resume with the classifier it was started with, or choose a new OUTPUT");
+    return;
+  }
+  storage::write_text(record, nlohmann::json({{"classifier", head.fingerprint()}, {"trained", storage::redact(trained)},
+                                              {"embedding_model", head.embedding_model}}).dump(2) + "\n");
+}
+
+struct Classifier {
+  classify::Head head;
+  std::string model_file;
+};
+// The classifier of a.classifier and the prepared model of a.model, checked to be the pair it was trained on.
+Classifier load_classifier(const FeaturizeArgs& a) {
+  Classifier c{classify::read_head(storage::open(a.classifier)), model::resolve(a.model)};
+  classify::check_embedding_model(c.head, model::model_fingerprint(c.model_file), c.model_file);
+  if (a.top < 1) throw Error("--top must be at least 1");
+  return c;
+}
+}  // namespace
+
+void run_classify(const FeaturizeArgs& a) {
+  const auto input = storage::open(a.input);
+  const auto output = storage::open(a.output);
+  const auto c = load_classifier(a);
+  const auto manifest = dataset::plan(
+      input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, model::model_fingerprint(c.model_file)});
+  claim_for_classifier(output, c.head, a.classifier);
+  std::fprintf(stderr, "classify: %zu images in %d shards, %d classes, model %s\n", manifest.items.size(),
+               manifest.num_shards(), c.head.num_classes(), c.model_file.c_str());
+  featurize::Options o{a.batch, a.threads, a.io_depth, !a.quiet};
+  o.head = &c.head;
+  o.top = a.top;
+  const auto s = featurize::run(manifest, input, output, c.model_file, o);
+  std::fprintf(stderr, "classify: done: %lld classified, %lld errors in %.1fs (%.1f images/s); %d of %d shards "
+               "were already finished\n", static_cast<long long>(s.embedded), static_cast<long long>(s.failed),
+               s.seconds, s.images_per_s, s.shards_skipped, s.shards);
+  nlohmann::json j = {
+      {"classifier", c.head.fingerprint()}, {"trained", storage::redact(a.classifier)},
+      {"embedding_model", c.head.embedding_model}, {"images", s.images}, {"classified_this_run", s.embedded},
+      {"errors_this_run", s.failed}, {"shards", s.shards}, {"shards_skipped", s.shards_skipped},
+      {"seconds", s.seconds}, {"images_per_s", s.images_per_s}, {"versions", versions()},
+      {"options", {{"input", storage::redact(a.input)}, {"glob", a.glob}, {"batch", a.batch}, {"threads", a.threads},
+                   {"top", a.top}, {"limit", a.limit}, {"shard_size", a.shard_size}}}};
+  storage::write_text(layout::classify_json(output), j.dump(2) + "\n");
+}
+
+void run_train(const std::string& output_uri, const std::string& on, double holdout, std::uint64_t seed) {
+  const auto output = storage::open(output_uri);
+  const auto s = classify::train(output, {on, holdout, seed});
+  std::fprintf(stderr,
+               "train: done in %.1fs: %d classes on %d inputs (%s), l2 %g; block holdout (%lld photos): top-1 %.4f, "
+               "top-5 %.4f; %s\n",
+               s.seconds, s.classes, s.dim, on.c_str(), s.l2, static_cast<long long>(s.holdout_rows), s.top1, s.top5,
+               layout::classifier_dir(output).display().c_str());
 }
 
 void run_pca(const PcaArgs& a) {
@@ -137,11 +207,17 @@ void run_all(const FeaturizeArgs& f, PcaArgs p) {
 void run_plan(const FeaturizeArgs& a) {
   const auto input = storage::open(a.input);
   const auto output = storage::open(a.output);
-  const std::string fingerprint = a.model.empty() ? "" : model::model_fingerprint(model::resolve(a.model));
+  std::string fingerprint = a.model.empty() ? "" : model::model_fingerprint(model::resolve(a.model));
+  std::optional<Classifier> c;
+  if (!a.classifier.empty()) {
+    c = load_classifier(a);
+    fingerprint = model::model_fingerprint(c->model_file);
+  }
   const auto m = dataset::plan(input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, fingerprint});
   remove_success(output);
+  if (c) claim_for_classifier(output, c->head, a.classifier);
   nlohmann::json finished = nlohmann::json::array();
-  for (int s : pca::feature_shards(output))
+  for (int s : table::part_shards(c ? layout::predictions_dir(output) : layout::features_dir(output)))
     if (s < m.num_shards()) finished.push_back(s);
   std::fprintf(stderr, "plan: %zu images in %d shards (%zu finished) from %s\n", m.items.size(), m.num_shards(),
                finished.size(), m.options.input.c_str());
@@ -157,9 +233,17 @@ void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards) {
   const auto manifest = dataset::load_manifest(output);
   const auto input = storage::open(manifest.options.input);
   const auto list = dataset::parse_shard_list(shards, manifest.num_shards());
-  const std::string model_file = model::resolve(a.model);
+  featurize::Options o{a.batch, a.threads, a.io_depth, !a.quiet};
+  std::optional<Classifier> c;
+  if (!a.classifier.empty()) {
+    c = load_classifier(a);
+    claim_for_classifier(output, c->head, a.classifier);
+    o.head = &c->head;
+    o.top = a.top;
+  }
+  const std::string model_file = c ? c->model_file : model::resolve(a.model);
   dataset::check_model(manifest, model::model_fingerprint(model_file), output);
-  const auto s = featurize::run(manifest, input, output, model_file, {a.batch, a.threads, a.io_depth, !a.quiet}, list);
+  const auto s = featurize::run(manifest, input, output, model_file, o, list);
   const double total = std::chrono::duration<double>(Clock::now() - t0).count();
   nlohmann::json j = {{"shards", list}, {"images", s.images}, {"embedded", s.embedded}, {"errors", s.failed},
                       {"skipped", s.shards_skipped}, {"featurize_seconds", s.seconds},

@@ -19,6 +19,8 @@ struct FeaturizeArgs {
   int shard_size = dataset::PlanOptions{}.shard_size;
   std::int64_t limit = 0;
   bool quiet = false;
+  std::string classifier;  // classify: TRAINED, the OUTPUT holding pca/ and classifier/
+  int top = featurize::Options{}.top;
 };
 
 // `orchard featurize`: plans (or resumes) the manifest, embeds, writes OUTPUT/_featurize.json.
@@ -40,6 +42,13 @@ void run_validate(const std::string& output);
 // `orchard report`: writes OUTPUT/report/index.html.
 void run_report(const std::string& output);
 
+// `orchard classify`: featurize's shards with the classifier of a.classifier as their last step:
+// OUTPUT/predictions/ (+ errors/), resumable; writes OUTPUT/_classify.json.
+void run_classify(const FeaturizeArgs& a);
+
+// `orchard train`: fits OUTPUT/classifier/ (classify/train.hpp) and prints the holdout accuracy.
+void run_train(const std::string& output, const std::string& on, double holdout, std::uint64_t seed);
+
 // `orchard run`: featurize, pca, validate, report, then OUTPUT/_SUCCESS (written last).
 void run_all(const FeaturizeArgs& f, PcaArgs p);
 
@@ -47,12 +56,14 @@ void run_all(const FeaturizeArgs& f, PcaArgs p);
 // Each prints one JSON object on stdout for the driver.
 
 // `orchard plan`: lists INPUT and writes OUTPUT/_manifest.parquet (or checks the one there),
-// recording the fingerprint of --model when given (a.model);
+// recording the fingerprint of --model when given (a.model); with a.classifier, a classify OUTPUT
+// (claimed for that classifier, finished = predictions parts);
 // prints {"images", "shards", "finished": [shards whose features part exists], "input"}.
 void run_plan(const FeaturizeArgs& a);
 
 // `orchard featurize-shards OUTPUT --shards LIST`: featurizes those shards of the manifest in this
-// process (the model loaded once), skipping finished ones; prints the counts and timings.
+// process (the model loaded once), skipping finished ones (classifies them with a.classifier);
+// prints the counts and timings.
 void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards);
 
 // `orchard moments OUTPUT --shards LIST [--out FILE]`: PCA moments of those features parts, written

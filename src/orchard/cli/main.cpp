@@ -5,7 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "orchard/classify/train.hpp"
 #include "orchard/cli/jobs.hpp"
+#include "orchard/serve/server.hpp"
 #include "orchard/error.hpp"
 #include "orchard/model/shape.hpp"
 #include "orchard/storage/storage.hpp"
@@ -33,10 +35,12 @@ int main(int argc, char** argv) {
   using namespace orchard::cli;
   CLI::App app{
       "orchard: turns a folder of fruit photos into ImageNet MobileNetV2 embeddings (1280 floats per\n"
-      "image) and their PCA reduction, all as Parquet, with the numbers of the Keras/Spark notebooks.\n\n"
+      "image) and their PCA reduction, all as Parquet, with the numbers of the Keras/Spark notebooks;\n"
+      "then trains a fruit classifier on them, classifies photo stores and serves photos over HTTP.\n\n"
       "Typical use:\n"
       "  orchard run ../shared/data/fruits-360/Test out/fruits --model ../shared/models/mobilenet_v2_1.0_224_tfslim\n"
       "  orchard run s3://bucket/fruits/Test s3://bucket/out/fruits --model s3://bucket/models/mobilenet.ov\n"
+      "  orchard train out/fruits && orchard serve --classifier out/fruits --model ../shared/models/mobilenet_v2_1.0_224_tfslim\n"
       "INPUT is a folder or s3:// prefix searched recursively; an image's label is its parent folder's name.\n"
       "S3 is configured the AWS way: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance\n"
       "role; AWS_REGION; AWS_ENDPOINT_URL_S3 for an S3-compatible store. Keys are never printed or stored.\n"
@@ -47,6 +51,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", kVersion);
 
   FeaturizeArgs fa;
+  std::string target_train;
   auto add_featurize_options = [&](CLI::App* c) {
     c->add_option("INPUT", fa.input, "folder or s3://bucket/prefix of images (searched recursively)")->required();
     c->add_option("OUTPUT", fa.output, "output folder or s3://bucket/prefix (a rerun resumes it)")->required();
@@ -78,6 +83,53 @@ int main(int argc, char** argv) {
   add_pca_options(pca);
   pca->callback([&] { run_pca(pa); });
 
+  std::string on = orchard::classify::TrainOptions{}.on;
+  double holdout = orchard::classify::TrainOptions{}.holdout;
+  std::uint64_t seed = orchard::classify::TrainOptions{}.seed;
+  auto* train = app.add_subcommand(
+      "train",
+      "fit the fruit classifier (softmax regression, L2 chosen on a block holdout of frames, then refit on\n"
+      "every row) on a finished OUTPUT; writes OUTPUT/classifier/model.parquet and metrics.json");
+  train->add_option("OUTPUT", target_train, "a finished OUTPUT of `orchard run` (or the Spark driver), local or s3://")->required();
+  train->add_option("--on", on, "what the classifier reads: pca (the PCA scores) or features (the 1280 floats)")
+      ->capture_default_str()->check(CLI::IsMember({"pca", "features"}));
+  train->add_option("--holdout", holdout, "share of frame blocks held out to choose L2 and measure accuracy")
+      ->capture_default_str()->check(CLI::Range(0.01, 0.5));
+  train->add_option("--seed", seed, "which blocks are held out (the same seed gives the same model)")->capture_default_str();
+  train->callback([&] { run_train(target_train, on, holdout, seed); });
+
+  auto* classify_cmd = app.add_subcommand(
+      "classify",
+      "classify every photo of INPUT with TRAINED's classifier: OUTPUT/predictions/part-NNNNN.parquet\n"
+      "(path, label, top_labels, top_probabilities) + errors/, with featurize's shards and resume");
+  add_featurize_options(classify_cmd);
+  classify_cmd->add_option("--classifier", fa.classifier, "TRAINED: an OUTPUT holding pca/ and classifier/ (`orchard train`)")
+      ->required();
+  classify_cmd->add_option("--top", fa.top, "classes kept per photo, best first")->capture_default_str()->check(CLI::Range(1, 10000));
+  classify_cmd->callback([&] { run_classify(fa); });
+
+  orchard::serve::Options so;
+  auto* serve_cmd = app.add_subcommand(
+      "serve",
+      "serve the classifier over HTTP/1.1: POST /v1/classify (a photo as the body, or multipart field\n"
+      "'image'; ?top=K), GET / (a page to take or pick a photo), /healthz, /readyz, /metrics (Prometheus).\n"
+      "Requests are batched onto a fixed pool of inference workers through a bounded queue (503 when full).\n"
+      "SIGTERM stops accepting, finishes the requests in flight, exits 0.");
+  serve_cmd->add_option("--classifier", so.trained, "TRAINED: an OUTPUT holding pca/ and classifier/")->required();
+  serve_cmd->add_option("--model", so.model, "the model TRAINED was featurized with (as for featurize)");
+  serve_cmd->add_option("--host", so.host, "address to bind (loopback unless told otherwise)")->capture_default_str();
+  serve_cmd->add_option("--port", so.port, "port (0 = any free port; the listening line says which)")->capture_default_str()->check(CLI::Range(0, 65535));
+  serve_cmd->add_option("--catalog", so.catalog, "CSV (label,field,...) or JSON {label: {...}} of what the app shows per label");
+  serve_cmd->add_option("--workers", so.workers, "inference workers, one core each (0 = one per core)")->capture_default_str()->check(CLI::Range(0, 256));
+  serve_cmd->add_option("--max-batch", so.max_batch, "requests batched into one inference call at most")->capture_default_str()->check(CLI::Range(1, 256));
+  serve_cmd->add_option("--max-delay-ms", so.max_delay_ms, "how long a batch waits to fill")->capture_default_str()->check(CLI::Range(0, 1000));
+  serve_cmd->add_option("--queue", so.queue, "photos waiting for a worker at most; more get 503 + Retry-After")->capture_default_str()->check(CLI::Range(1, 100000));
+  serve_cmd->add_option("--max-body", so.max_body, "largest request body in bytes (413 beyond)")->capture_default_str()->check(CLI::Range(1, 1 << 30));
+  serve_cmd->add_option("--read-timeout", so.read_timeout_s, "seconds a client has to send a whole request")->capture_default_str()->check(CLI::Range(1, 3600));
+  serve_cmd->add_option("--max-connections", so.max_connections, "open connections at most; more get 503")->capture_default_str()->check(CLI::Range(1, 100000));
+  serve_cmd->add_option("--io-threads", so.io_threads, "threads reading requests and decoding photos (0 = 2 per core, at least 4)")->capture_default_str()->check(CLI::Range(0, 256));
+  serve_cmd->callback([&] { orchard::serve::run(so); });
+
   std::string target;
   auto* validate = app.add_subcommand("validate", "read every table of OUTPUT back and check the output contract");
   validate->add_option("OUTPUT", target)->required();
@@ -105,6 +157,7 @@ int main(int argc, char** argv) {
   plan->add_option("--shard-size", fa.shard_size, "images per output part")->capture_default_str()->check(CLI::Range(1, 20000));
   plan->add_option("--model", fa.model, "the model the shards will be featurized with (its fingerprint is recorded, "
                                         "so that no task mixes in another model)");
+  plan->add_option("--classifier", fa.classifier, "classify: TRAINED (claims OUTPUT for it; finished = predictions parts)");
   plan->callback([&] { run_plan(fa); });
 
   auto* fshards = app.add_subcommand(
@@ -116,6 +169,8 @@ int main(int argc, char** argv) {
   fshards->add_option("--threads", fa.threads, "worker threads (0 = one per core; Spark: spark.task.cpus)")->capture_default_str()->check(CLI::Range(0, 256));
   fshards->add_option("--io-depth", fa.io_depth, "image reads in flight (0 = 32 on S3, 4 on a local disk)")->capture_default_str()->check(CLI::Range(0, 512));
   fshards->add_flag("--quiet", fa.quiet, "no progress line");
+  fshards->add_option("--classifier", fa.classifier, "classify: TRAINED (writes predictions/ instead of features/)");
+  fshards->add_option("--top", fa.top, "classify: classes kept per photo")->capture_default_str()->check(CLI::Range(1, 10000));
   fshards->callback([&] { run_featurize_shards(fa, shards); });
 
   auto* mom = app.add_subcommand("moments", "step: PCA moments (count, sum, packed Gram) of some features parts");

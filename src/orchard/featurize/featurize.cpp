@@ -288,9 +288,29 @@ void Featurizer::run_shard(const dataset::Manifest& manifest, const storage::Loc
   table::VectorRows good;
   table::ErrorRows bad;
   run.rows(good, bad);
-  // Errors first: the features part is the mark that the shard is done.
+  // Errors first: the features (or predictions) part is the mark that the shard is done.
   table::write_errors(layout::error_part(output, shard), bad);
-  table::write_vectors(layout::feature_part(output, shard), good, "features");
+  if (!options_.head) {
+    table::write_vectors(layout::feature_part(output, shard), good, "features");
+    return;
+  }
+  const auto& head = *options_.head;
+  std::vector<double> probs;
+  head.probabilities_of_embeddings(good.values.data(), static_cast<std::int64_t>(good.size()), probs);
+  table::PredictionRows predicted;
+  predicted.paths = std::move(good.paths);
+  predicted.labels = std::move(good.labels);
+  for (std::size_t r = 0; r < predicted.size(); ++r) {
+    const auto top = classify::top_k(probs.data() + r * head.num_classes(), head.num_classes(), options_.top);
+    predicted.top_labels.emplace_back();
+    for (int c : top.classes) predicted.top_labels.back().push_back(head.classes[c]);
+    predicted.top_probabilities.push_back(top.probabilities);
+  }
+  table::write_predictions(layout::prediction_part(output, shard), predicted);
+}
+
+storage::Location done_dir(const storage::Location& output, const Options& options) {
+  return options.head ? layout::predictions_dir(output) : layout::features_dir(output);
 }
 
 Summary run(const dataset::Manifest& manifest, const storage::Location& input, const storage::Location& output,
@@ -300,7 +320,7 @@ Summary run(const dataset::Manifest& manifest, const storage::Location& input, c
     for (int s = 0; s < manifest.num_shards(); ++s) asked.push_back(s);
   std::vector<int> sorted_asked = asked;
   std::sort(sorted_asked.begin(), sorted_asked.end());
-  for (const auto& dir : {layout::features_dir(output), layout::errors_dir(output)}) {
+  for (const auto& dir : {done_dir(output, options), layout::errors_dir(output)}) {
     storage::make_dirs(dir);
     remove_stale_temporaries(dir, sorted_asked);
   }
@@ -310,7 +330,7 @@ Summary run(const dataset::Manifest& manifest, const storage::Location& input, c
   std::int64_t todo_images = 0;
   // One listing of features/ instead of a HEAD per shard; a listing that fails throws (never
   // taken for "nothing finished").
-  const auto finished = table::part_shards(layout::features_dir(output));
+  const auto finished = table::part_shards(done_dir(output, options));
   for (int s : asked) {
     const auto [b, e] = manifest.shard_range(s);
     sum.images += static_cast<std::int64_t>(e - b);

@@ -2,7 +2,8 @@
 // The per-shard pipeline: read bytes (many requests in flight) -> decode -> resize -> normalize ->
 // batch -> infer -> one Parquet part of errors and one of features per shard, each published
 // atomically; finished shards are skipped on a rerun (resume). The same Featurizer::run_shard
-// serves `orchard featurize` (every shard, in process) and a Spark task (a list of shards).
+// serves `orchard featurize` (every shard, in process) and a Spark task (a list of shards). With a
+// classifier head it is `orchard classify`: the same shard, whose last step writes predictions/.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "orchard/classify/head.hpp"
 #include "orchard/dataset/manifest.hpp"
 #include "orchard/model/model.hpp"
 #include "orchard/storage/storage.hpp"
@@ -21,6 +23,8 @@ struct Options {
   int threads = 0;    // worker threads, each decoding and inferring its own batches; 0 = all cores
   int io_depth = 0;   // image reads in flight per shard; 0 = 32 on an object store, 4 on a local disk
   bool progress = true;  // a rate line on stderr when it is a terminal
+  const classify::Head* head = nullptr;  // classify: write predictions/ (top `top` classes) instead of features/
+  int top = 5;
   std::function<void()> before_writing;  // called once before the first shard is written (none: not called)
 };
 
@@ -46,7 +50,7 @@ class Featurizer {
 
   // Featurizes shard `shard` of the manifest: reads its images from input (io_depth reads ahead of
   // decoding, memory bounded), embeds them and publishes OUTPUT/errors/ then OUTPUT/features/
-  // part-NNNNN (the features part marks the shard done). A bad image becomes an error row; a read
+  // part-NNNNN (the features part marks the shard done), or predictions/ with a head. A bad image becomes an error row; a read
   // that still fails after retries, or a failed inference, throws and leaves the shard unpublished.
   void run_shard(const dataset::Manifest& manifest, const storage::Location& input,
                  const storage::Location& output, int shard, Progress& progress);
@@ -55,6 +59,9 @@ class Featurizer {
   std::unique_ptr<model::Embedder> embedder_;
   Options options_;
 };
+
+// The folder whose part marks a shard finished: predictions/ with a head, else features/.
+storage::Location done_dir(const storage::Location& output, const Options& options);
 
 // Runs the given shards of the manifest (all of them when empty), skipping those already finished,
 // with the prepared model at model_file. Throws orchard::Error when the job cannot complete.

@@ -1,0 +1,21 @@
+#pragma once
+// What a classify request carries, taken apart without trusting it: the photo's bytes (raw body or
+// multipart field "image"), ?top=K, and a PNG's claimed size (checked before decoding).
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace orchard::serve {
+
+// The photo's bytes: the body itself, or the multipart/form-data field "image" when content_type
+// says multipart. Throws orchard::Error (kBadInput) naming what is wrong (no boundary, no field).
+std::string_view photo_bytes(std::string_view content_type, std::string_view body);
+
+// The value of query parameter `name` in a request target ("/v1/classify?top=3"), or nothing.
+std::optional<std::string> query_parameter(std::string_view target, std::string_view name);
+
+// Width x height a PNG's header claims, or nothing when bytes are not a PNG.
+std::optional<std::int64_t> png_pixels(std::string_view bytes);
+
+}  // namespace orchard::serve
