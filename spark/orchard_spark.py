@@ -1,10 +1,14 @@
 """Orchard on Spark: the notebooks' job (images -> MobileNetV2 features -> PCA, Parquet) with Spark
-scheduling native Orchard workers, as img2dataset's distributors do.
+scheduling native Orchard workers, as img2dataset's distributors do; and the distributed form of
+`orchard classify` (a trained classifier applied to a photo store).
 
     spark-submit [spark options] spark/orchard_spark.py run INPUT OUTPUT [--model M] [--glob G]
         [--shard-size N] [--variance F | --k K] [--center] [--orchard PATH]
+    spark-submit [spark options] spark/orchard_spark.py classify INPUT OUTPUT --classifier TRAINED
+        [--model M] [--top K] [--glob G] [--shard-size N] [--orchard PATH]
 
-or, from a notebook:  from orchard_spark import run; run(spark, INPUT, OUTPUT, model=...)
+or, from a notebook:  from orchard_spark import run, classify; run(spark, INPUT, OUTPUT, model=...);
+classify(spark, INPUT, OUTPUT, classifier=TRAINED, model=...)
 
 The driver only schedules and collects: `orchard plan` writes the manifest; the unfinished shards
 are grouped into tasks (a few per core), each task runs one `orchard featurize-shards` process
@@ -12,6 +16,11 @@ are grouped into tasks (a few per core), each task runs one `orchard featurize-s
 PCA moments of their features parts under OUTPUT/moments/ and return the part's number; `orchard
 fit` on the driver merges those parts, fits and removes them; `orchard project` runs as tasks; then
 `orchard commit` validates, writes the report and _SUCCESS last.
+classify: `orchard plan --classifier TRAINED` writes the manifest and claims OUTPUT for that
+classifier (OUTPUT/_classify.json; an OUTPUT claimed by another classifier is refused); the
+unfinished shards run as `orchard featurize-shards --classifier TRAINED --top K` tasks, each writing
+OUTPUT/predictions/part-NNNNN.parquet (+ errors/): the OUTPUT of `orchard classify` (no PCA, no
+commit). TRAINED is an OUTPUT of `orchard run` (or of run here) that `orchard train` finished.
 Every task output is deterministic and published atomically, so Spark's retries and speculative
 copies are safe, and a stopped job resumes on the same OUTPUT. INPUT and OUTPUT are local paths
 (visible to every executor) or s3:// URIs; S3 is configured by the AWS environment of the driver
@@ -106,10 +115,15 @@ def groups_of(shards, n_groups):
 
 # The per-task functions. Each is the same CLI step the in-process run uses, on a group of shards.
 
-def featurize_task(exe, output, model, threads, batch, shards):
-    """Featurizes a group of shards in one orchard process; its stats plus task_seconds (the
-    process's wall time, start-up and model loading included)."""
+def featurize_task(exe, output, model, threads, batch, shards, classifier=None, top=None):
+    """Featurizes a group of shards in one orchard process (with classifier: classifies them,
+    keeping the top classes, into predictions/); its stats plus task_seconds (the process's wall
+    time, start-up and model loading included)."""
     args = ["featurize-shards", output, "--shards", shard_list(shards), "--threads", threads, "--quiet"]
+    if classifier:
+        args += ["--classifier", classifier]
+        if top:
+            args += ["--top", top]
     if model:
         args += ["--model", model]
     if batch:
@@ -139,13 +153,14 @@ def project_task(exe, output, threads, shards):
 # The driver.
 
 class Progress:
-    """Prints 'featurize: shards done/total, images, images/s' every few seconds from an
-    accumulator the tasks add to when they finish."""
+    """Prints 'featurize: shards done/total, images, images/s' (or 'classify: ...') every few
+    seconds from an accumulator the tasks add to when they finish."""
 
-    def __init__(self, sc, total_shards, every_s=5.0):
+    def __init__(self, sc, total_shards, every_s=5.0, stage="featurize"):
         self.shards = sc.accumulator(0)
         self.images = sc.accumulator(0)
         self.total = total_shards
+        self.stage = stage
         self.every_s = every_s
         self.t0 = time.monotonic()
         self._stop = threading.Event()
@@ -153,7 +168,7 @@ class Progress:
 
     def line(self):
         s = time.monotonic() - self.t0
-        return (f"featurize: {self.shards.value}/{self.total} shards, {self.images.value} images, "
+        return (f"{self.stage}: {self.shards.value}/{self.total} shards, {self.images.value} images, "
                 f"{self.images.value / s if s > 0 else 0:.1f} images/s")
 
     def _loop(self):
@@ -174,53 +189,73 @@ def log(msg):
     print(f"orchard-spark: {msg}", file=sys.stderr, flush=True)
 
 
-def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, variance=0.90, k=None,
-        center=False, orchard=None, limit=0, batch=None, tasks_per_core=TASKS_PER_CORE):
-    """Runs the whole job on `spark` and returns the _SUCCESS record (a dict). Produces exactly
-    the OUTPUT of `orchard run INPUT OUTPUT`; rerunning on the same OUTPUT resumes it."""
+def start(spark, orchard):
+    """What a job needs of `spark` on the driver: (SparkContext, the driver's orchard binary,
+    spark.task.cpus, task slots). Ships this module to the executors when it was imported."""
     sc = spark.sparkContext
     if __name__ != "__main__":  # imported (a notebook): executors need this module for the tasks
         try:
             sc.addPyFile(os.path.abspath(__file__))
         except Exception:  # noqa: BLE001 - already added by an earlier run in this session
             pass
-    input, output = absolute(input), absolute(output)
-    task_model = model  # None: each task takes the model of the bundle it found (paths differ per node)
     exe = find_orchard(orchard)
-    model = model or bundled_model(exe)
     task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
     slots = max(1, sc.defaultParallelism // task_cpus)
-    timings, t_all = {}, time.monotonic()
+    return sc, exe, task_cpus, slots
 
+
+def plan_and_featurize(sc, exe, input, output, model, task_model, glob, shard_size, limit, orchard, batch,
+                       task_cpus, slots, tasks_per_core, classifier=None, top=None):
+    """`orchard plan` (with classifier: claiming OUTPUT for it), then the unfinished shards as
+    `orchard featurize-shards` tasks (a few per slot), with progress lines. Returns (the plan,
+    the shards already finished, the tasks' stats, plan seconds, tasks' seconds)."""
+    stage = "classify" if classifier else "featurize"
     t = time.monotonic()
     plan_args = ["plan", input, output, "--glob", glob, "--shard-size", shard_size, "--limit", limit]
     if model:  # the manifest records its fingerprint: no task (nor a later rerun) mixes in another model
         plan_args += ["--model", model]
+    if classifier:  # OUTPUT/_classify.json: no later run mixes in another classifier
+        plan_args += ["--classifier", classifier]
     plan = call_orchard(exe, *plan_args)
     finished = set(plan["finished"])
     todo = [s for s in range(plan["shards"]) if s not in finished]
     log(f"{plan['images']} images in {plan['shards']} shards, {len(finished)} already finished; "
         f"{slots} task slots of {task_cpus} cpu(s)")
-    timings["plan"] = time.monotonic() - t
+    plan_seconds = time.monotonic() - t
 
     t = time.monotonic()
-    featurize_stats = []
+    stats = []
     if todo:
         groups = groups_of(todo, slots * tasks_per_core)
-        with Progress(sc, len(todo)) as progress:
+        with Progress(sc, len(todo), stage=stage) as progress:
             shards_acc, images_acc = progress.shards, progress.images
 
             def featurize_group(shards):
                 task_exe = find_orchard(orchard)
                 stats = featurize_task(task_exe, output, task_model or bundled_model(task_exe), task_cpus,
-                                       batch, shards)
+                                       batch, shards, classifier=classifier, top=top)
                 shards_acc.add(len(shards))
                 images_acc.add(stats.get("images", 0))
                 return stats
 
-            sc.setJobDescription(f"orchard featurize: {len(todo)} shards in {len(groups)} tasks")
-            featurize_stats = sc.parallelize(groups, len(groups)).map(featurize_group).collect()
-    timings["featurize"] = time.monotonic() - t
+            sc.setJobDescription(f"orchard {stage}: {len(todo)} shards in {len(groups)} tasks")
+            stats = sc.parallelize(groups, len(groups)).map(featurize_group).collect()
+    return plan, finished, stats, plan_seconds, time.monotonic() - t
+
+
+def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, variance=0.90, k=None,
+        center=False, orchard=None, limit=0, batch=None, tasks_per_core=TASKS_PER_CORE):
+    """Runs the whole job on `spark` and returns the _SUCCESS record (a dict). Produces exactly
+    the OUTPUT of `orchard run INPUT OUTPUT`; rerunning on the same OUTPUT resumes it."""
+    sc, exe, task_cpus, slots = start(spark, orchard)
+    input, output = absolute(input), absolute(output)
+    task_model = model  # None: each task takes the model of the bundle it found (paths differ per node)
+    model = model or bundled_model(exe)
+    timings, t_all = {}, time.monotonic()
+
+    plan, finished, featurize_stats, timings["plan"], timings["featurize"] = plan_and_featurize(
+        sc, exe, input, output, model, task_model, glob, shard_size, limit, orchard, batch, task_cpus, slots,
+        tasks_per_core)
 
     t = time.monotonic()
     parts = list(range(plan["shards"]))
@@ -269,10 +304,48 @@ def run(spark, input, output, model=None, glob="*.jpg", shard_size=1000, varianc
     return info
 
 
+def classify(spark, input, output, classifier, model=None, top=5, glob="*.jpg", shard_size=1000, limit=0,
+             orchard=None, batch=None, tasks_per_core=TASKS_PER_CORE):
+    """Classifies every photo of INPUT with TRAINED's classifier on `spark`: the OUTPUT of
+    `orchard classify INPUT OUTPUT --classifier TRAINED --top K` (predictions/part-NNNNN.parquet,
+    errors/, and _classify.json, which `orchard plan` writes); rerunning on the same OUTPUT
+    resumes it. Returns the counts and timings of this run (a dict); writes nothing else."""
+    sc, exe, task_cpus, slots = start(spark, orchard)
+    input, output, classifier = absolute(input), absolute(output), absolute(classifier)
+    task_model = model  # None: each task takes the model of the bundle it found (paths differ per node)
+    model = model or bundled_model(exe)
+    timings, t_all = {}, time.monotonic()
+
+    plan, finished, stats, timings["plan"], timings["classify"] = plan_and_featurize(
+        sc, exe, input, output, model, task_model, glob, shard_size, limit, orchard, batch, task_cpus, slots,
+        tasks_per_core, classifier=classifier, top=top)
+    timings["total"] = time.monotonic() - t_all
+
+    classified = sum(x.get("embedded", 0) for x in stats)
+    errors = sum(x.get("errors", 0) for x in stats)
+    task_seconds = sum(x.get("task_seconds", 0) for x in stats)
+    overhead = sum(x.get("task_seconds", 0) - x.get("featurize_seconds", 0) for x in stats)
+    info = {"classify": {"images": plan["images"], "shards": plan["shards"], "shards_skipped": len(finished),
+                         "classified_this_run": classified, "errors_this_run": errors,
+                         "seconds": timings["classify"],
+                         "images_per_s": (classified + errors) / timings["classify"] if timings["classify"] else 0,
+                         "engine": "spark"},
+            "engine": {"name": "spark", "version": spark.version, "master": sc.master, "task_slots": slots,
+                       "task_cpus": task_cpus, "classify_tasks": len(stats),
+                       "task_overhead_share": overhead / task_seconds if task_seconds else 0},
+            "timings_s": timings,
+            "options": {"input": plan["input"], "output": plan["output"], "classifier": classifier, "top": top,
+                        "glob": glob, "shard_size": shard_size, "limit": limit, "model": model}}
+    log(f"done in {timings['total']:.1f}s: {output} ({classified} classified, {errors} errors this run; "
+        f"{len(finished)} of {plan['shards']} shards were already finished)")
+    return info
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="orchard_spark.py",
-        description="Orchard on Spark: the same OUTPUT as `orchard run`, with shards as Spark tasks.")
+        description="Orchard on Spark: the same OUTPUT as `orchard run` (or `orchard classify`), "
+                    "with shards as Spark tasks.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="featurize INPUT into OUTPUT, fit and apply PCA, validate, report")
     r.add_argument("input", metavar="INPUT", help="folder (visible to every executor) or s3://bucket/prefix")
@@ -289,15 +362,35 @@ def main(argv=None):
     r.add_argument("--center", action="store_true", help="PCA: mean-centred scores")
     r.add_argument("--orchard", help="path of the orchard binary on every node")
     r.add_argument("--tasks-per-core", type=int, default=TASKS_PER_CORE, help="featurize tasks per core (3)")
+    c = sub.add_parser("classify", help="classify every photo of INPUT with TRAINED's classifier: "
+                                        "OUTPUT/predictions/ (+ errors/, _classify.json), as `orchard classify`")
+    c.add_argument("input", metavar="INPUT", help="folder (visible to every executor) or s3://bucket/prefix")
+    c.add_argument("output", metavar="OUTPUT", help="folder or s3://bucket/prefix; a rerun resumes it")
+    c.add_argument("--classifier", metavar="TRAINED", required=True,
+                   help="an OUTPUT holding pca/ and classifier/ (`orchard train`), visible to every node, or s3://")
+    c.add_argument("--model", help="weights or prepared .ov (local to every node, or s3://); "
+                                   "default: the bundle's model.ov")
+    c.add_argument("--top", type=int, default=5, help="classes kept per photo, best first (default 5)")
+    c.add_argument("--glob", default="*.jpg", help="file-name pattern (default *.jpg)")
+    c.add_argument("--shard-size", type=int, default=1000, help="images per shard/part (default 1000)")
+    c.add_argument("--limit", type=int, default=0, help="only the first N files (default all)")
+    c.add_argument("--batch", type=int, help="images per forward pass (default: orchard's)")
+    c.add_argument("--orchard", help="path of the orchard binary on every node")
+    c.add_argument("--tasks-per-core", type=int, default=TASKS_PER_CORE, help="classify tasks per core (3)")
     a = p.parse_args(argv)
 
     from pyspark.sql import SparkSession
     spark = SparkSession.builder.appName("orchard").getOrCreate()
     spark.sparkContext.setLogLevel("WARN")  # the driver's own progress lines stay readable
     try:
-        run(spark, a.input, a.output, model=a.model, glob=a.glob, shard_size=a.shard_size,
-            variance=a.variance, k=a.k, center=a.center, orchard=a.orchard, limit=a.limit, batch=a.batch,
-            tasks_per_core=a.tasks_per_core)
+        if a.command == "classify":
+            classify(spark, a.input, a.output, a.classifier, model=a.model, top=a.top, glob=a.glob,
+                     shard_size=a.shard_size, limit=a.limit, orchard=a.orchard, batch=a.batch,
+                     tasks_per_core=a.tasks_per_core)
+        else:
+            run(spark, a.input, a.output, model=a.model, glob=a.glob, shard_size=a.shard_size,
+                variance=a.variance, k=a.k, center=a.center, orchard=a.orchard, limit=a.limit, batch=a.batch,
+                tasks_per_core=a.tasks_per_core)
     finally:
         spark.stop()
 

@@ -1,7 +1,7 @@
 """Orchard on a real Spark (spark/orchard_spark.py), on a small image set (4 classes x 12
 Fruits-360 Test images, plus an empty and a truncated file; 9 shards of 6).
 
-Tests 1 and 4 run once per flavour of pyspark (spark_cluster.py), each giving spark-submit, the
+Tests 1, 4 and 5 run once per flavour of pyspark (spark_cluster.py), each giving spark-submit, the
 driver and the Python workers:
 - main: the test venv's pyspark 4.x;
 - pyspark35: .venv-pyspark35's pyspark 3.5 alone, on Python 3.9 where the machine has one: what
@@ -29,6 +29,12 @@ main flavour only (2 runs in this process; 3 is the slowest).
    (tools/bundle.sh, with its prepared model) through `--archives BUNDLE#orchard`, no --orchard and
    no --model: features identical to the same flavour's local-folder Spark run (by key relative to
    INPUT), the same PCA k, validate passes on the s3:// OUTPUT.
+5. The driver's `classify` through spark-submit (local[2,4], --orchard): a classifier trained with
+   the binary (`orchard run` + `orchard train` on 6 classes x 30 images) applied to other photos of
+   those classes plus a corrupt .jpg gives the OUTPUT of `orchard classify` with the same options:
+   the same files, the same prediction parts (rows, top labels, top probabilities), the same error
+   rows, _classify.json claiming the same classifier, each input exactly once; every task was an
+   `orchard featurize-shards --classifier` run by the flavour's Python.
 
 Every number is read back with pyarrow, in this process (the test venv). Network: 127.0.0.1 only
 (SPARK_LOCAL_IP, the S3 server's endpoint, AWS_EC2_METADATA_DISABLED)."""
@@ -118,8 +124,8 @@ def log_excerpt(text: str, n=60) -> str:
     return "\n".join(keep[-n:])
 
 
-def submit_cmd(master, *app_args, conf=(), flavour=MAIN):
-    return [str(flavour.submit), "--master", master, *SPARK_CONF, *conf, str(APP), "run", *map(str, app_args)]
+def submit_cmd(master, *app_args, conf=(), flavour=MAIN, command="run"):
+    return [str(flavour.submit), "--master", master, *SPARK_CONF, *conf, str(APP), command, *map(str, app_args)]
 
 
 def without_orchard(path: str) -> str:
@@ -596,3 +602,94 @@ def test_s3_in_and_out_with_the_bundle(flavour, orchard_bin, images, local_run, 
     model, ref_model = (pq.read_table(d / "pca" / "model.parquet").to_pylist()[0] for d in (got, local_out))
     assert model["k"] == ref_model["k"]
     assert np.max(np.abs(np.subtract(model["explained_variance_ratio"], ref_model["explained_variance_ratio"]))) <= 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. classify through spark-submit vs `orchard classify`
+
+CLASSIFY_CLASSES = ["Apple Braeburn 1", "Banana 1", "Kiwi 1", "Lemon 1", "Orange 1", "Strawberry 1"]
+TRAIN_PER_CLASS = 30    # the first 30 Test images of each class train the classifier
+CLASSIFY_PER_CLASS = 8  # the last 8 (other photos of the same fruit) are classified
+CLASSIFY_SHARD_SIZE = 8
+TOP = 3
+
+
+@pytest.fixture(scope="module")
+def trained(orchard_bin, model_env, tmp_path_factory) -> Path:
+    """TRAINED: `orchard run` then `orchard train --holdout 0.2` on 6 classes x 30 images."""
+    tmp = tmp_path_factory.mktemp("spark-trained")
+    copy_sample(tmp / "fruits", CLASSIFY_CLASSES, TRAIN_PER_CLASS)
+    out = tmp / "out"
+    run_orchard(orchard_bin, model_env, "run", tmp / "fruits", out, "--model", MODEL_DIR, "--quiet")
+    run_orchard(orchard_bin, model_env, "train", out, "--holdout", "0.2")
+    assert (out / "classifier" / "model.parquet").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """The last 8 Test images of each of the 6 classes (none of them trained on), plus Kiwi 1/corrupt.jpg."""
+    import shutil
+    root = tmp_path_factory.mktemp("spark-classify-in") / "photos"
+    for c in CLASSIFY_CLASSES:
+        (root / c).mkdir(parents=True)
+        for f in sorted((TEST_IMAGES / c).glob("*.jpg"))[-CLASSIFY_PER_CLASS:]:
+            shutil.copyfile(f, root / c / f.name)
+    (root / "Kiwi 1" / "corrupt.jpg").write_bytes(b"this is not a JPEG\n" * 10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def classified(orchard_bin, model_env, trained, photos, tmp_path_factory) -> Path:
+    """`orchard classify` on the photos: what the Spark driver's classify must reproduce."""
+    out = tmp_path_factory.mktemp("spark-classify-ref") / "out"
+    run_orchard(orchard_bin, model_env, "classify", photos, out, "--classifier", trained, "--top", TOP,
+                "--model", MODEL_DIR, "--shard-size", CLASSIFY_SHARD_SIZE, "--quiet")
+    return out
+
+
+def test_classify_matches_orchard_classify(flavour, orchard_bin, model_env, trained, photos, classified, tmp_path):
+    ref = classified
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    text, watch = spark_submit(
+        submit_cmd("local[2,4]", photos, out, "--classifier", trained, "--top", TOP, "--model", MODEL_DIR,
+                   "--shard-size", CLASSIFY_SHARD_SIZE, "--orchard", orchard_bin, flavour=flavour,
+                   command="classify"),
+        spark_env(model_env, local_dirs=tmp_path / "spark-local", flavour=flavour), tmp_path / "spark-submit.log",
+        output=out)
+    print(f"{flavour}: spark-submit classify local[2,4] in {time.monotonic() - t0:.1f} s", flush=True)
+    assert "orchard-spark: done" in text
+
+    # The layout of `orchard classify`'s OUTPUT, file for file: predictions/ + errors/ parts, the
+    # manifest, _classify.json; no features, no PCA, no _SUCCESS, no temporary.
+    files_of = lambda d: {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}  # noqa: E731
+    n_parts = -(-(len(CLASSIFY_CLASSES) * CLASSIFY_PER_CLASS + 1) // CLASSIFY_SHARD_SIZE)
+    assert files_of(out) == files_of(ref)
+    assert len(tables(ref, "predictions")) == len(tables(ref, "errors")) == n_parts
+    claim, ref_claim = (json.loads((d / "_classify.json").read_text()) for d in (out, ref))
+    assert claim["classifier"] == ref_claim["classifier"] and claim["embedding_model"] == ref_claim["embedding_model"]
+
+    # The same rows in the same order in each part: labels, top labels, top probabilities (exact).
+    for name, want in tables(ref, "predictions").items():
+        got = tables(out, "predictions")[name]
+        for column in ("path", "label", "top_labels", "top_probabilities"):
+            assert got.column(column).to_pylist() == want.column(column).to_pylist(), f"predictions/{name}: {column}"
+    predictions = rows(out, "predictions")
+    assert all(len(r["top_labels"]) == len(r["top_probabilities"]) == TOP for r in predictions)
+    assert all(set(r["top_labels"]) <= set(CLASSIFY_CLASSES) for r in predictions)
+    errors = {r["path"]: r["error"] for r in rows(out, "errors")}
+    assert errors == {r["path"]: r["error"] for r in rows(ref, "errors")}
+    assert list(errors) == [str(photos / "Kiwi 1" / "corrupt.jpg")]
+
+    # Every input exactly once, in predictions/ or errors/.
+    seen = [r["path"] for r in predictions] + [r["path"] for r in rows(out, "errors")]
+    assert sorted(seen) == inputs_of(photos)
+    assert len(predictions) == len(CLASSIFY_CLASSES) * CLASSIFY_PER_CLASS
+
+    # The tasks: classify runs of featurize-shards covering every shard once, by the flavour's Python.
+    assert watch.driver_pythons == {str(flavour.python)}, watch.driver_pythons
+    assert watch.worker_pythons == {str(flavour.python)}, watch.worker_pythons
+    assert sorted(s for shards, _, _ in watch.seen.values() for s in shards) == list(range(n_parts))
+    for _, _, argv in watch.seen.values():
+        assert argv[argv.index("--classifier") + 1] == str(trained) and argv[argv.index("--top") + 1] == str(TOP), argv
