@@ -80,9 +80,14 @@ h1{font-size:1.45rem;margin:.4rem 0 .2rem;color:#1b5e20}
     statusLine.className = kind || "";
   }
 
+  function share(p) {
+    return Math.max(0, Math.min(1, Number(p) || 0)) * 100;
+  }
+
   function percent(p) {
-    var v = Math.max(0, Math.min(1, Number(p) || 0)) * 100;
-    return (v >= 99.95 || v < 0.05 ? v.toFixed(0) : v.toFixed(1)) + "%";
+    var v = share(p);
+    if (v > 0 && v < 0.05) return "<0.1%";
+    return (v >= 99.95 || v === 0 ? v.toFixed(0) : v.toFixed(1)) + "%";
   }
 
   function infoText(info) {
@@ -108,7 +113,7 @@ h1{font-size:1.45rem;margin:.4rem 0 .2rem;color:#1b5e20}
       var bar = el("div", "bar");
       bar.setAttribute("aria-hidden", "true");
       var fill = el("div", "fill");
-      fill.style.width = percent(p.probability);
+      fill.style.width = share(p.probability).toFixed(2) + "%";
       bar.appendChild(fill);
       li.appendChild(bar);
       results.appendChild(li);
