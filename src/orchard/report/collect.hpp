@@ -6,7 +6,8 @@
 namespace orchard::report {
 
 // Reads _featurize.json, _pca.json, errors/, pca/model.parquet and pca_features/ (labels and the
-// first two components of at most max_points rows, evenly sampled). Missing stages stay empty.
+// first two components of at most max_points rows, evenly sampled) and classifier/metrics.json
+// (a malformed one leaves classifier empty and says why in classifier_note). Missing stages stay empty.
 ReportData collect(const storage::Location& output, std::size_t max_points = 4000);
 
 // Writes OUTPUT/report/index.html and returns its location.

@@ -1,5 +1,5 @@
 // The offline report: plain HTML + inline SVG, no scripts, no external resources. Every piece of
-// text that comes from data (labels are folder names, reasons are error messages) goes through
+// text that comes from data (labels are folder names, reasons are error messages, paths) goes through
 // esc(). Numbers go through std::to_chars, so a process locale cannot turn 0.5 into "0,5".
 #include "orchard/report/report.hpp"
 
@@ -37,6 +37,19 @@ std::string num(double v, int digits = 1) {
   auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, digits);
   return std::string(buf, r.ptr);
 }
+
+// The shortest text that reads back as v, fixed from 1e-4 up and scientific below (as Python's
+// repr: 0.0001, 3e-05), locale-independent.
+std::string shortest(double v) {
+  if (!std::isfinite(v)) return "-";
+  char buf[64];
+  const bool fixed = v == 0 || (std::abs(v) >= 1e-4 && std::abs(v) < 1e16);
+  auto r = std::to_chars(buf, buf + sizeof buf, v, fixed ? std::chars_format::fixed : std::chars_format::scientific);
+  return std::string(buf, r.ptr);
+}
+
+// A fraction as a percentage with 2 decimals, e.g. "98.35 %".
+std::string pct(double v) { return std::isfinite(v) ? num(100 * v, 2) + " %" : "-"; }
 
 // A tick label: as few decimals as the tick step needs.
 std::string tick_label(double v, double step) {
@@ -252,12 +265,87 @@ void per_class(std::ostringstream& o, const ReportData& d, const std::map<std::s
     << "\" text-anchor=\"middle\">images</text></svg>\n";
 }
 
+void classifier(std::ostringstream& o, const ReportData& d) {
+  if (!d.classifier) {
+    if (!d.classifier_note.empty()) o << "<p class=\"note\">" << esc(d.classifier_note) << "</p>\n";
+    return;
+  }
+  const auto& c = *d.classifier;
+  o << "<h2>Classifier</h2>\n<table>\n"
+    << "<tr><th>Holdout top-1 accuracy</th><td>" << pct(c.top1) << "</td></tr>\n"
+    << "<tr><th>Holdout top-5 accuracy</th><td>" << pct(c.top5) << "</td></tr>\n"
+    << "<tr><th>Holdout</th><td>" << esc(c.holdout_method) << "</td></tr>\n"
+    << "<tr><th>Rows (holdout)</th><td>" << c.rows << " (" << c.holdout_rows << ")</td></tr>\n"
+    << "<tr><th>Classes</th><td>" << c.classes << "</td></tr>\n"
+    << "<tr><th>Inputs</th><td>" << c.inputs;
+  if (!c.inputs_on.empty()) o << " (" << esc(c.inputs_on) << ")";
+  o << "</td></tr>\n<tr><th>Chosen L2</th><td>" << shortest(c.l2) << "</td></tr>\n</table>\n";
+
+  if (!c.l2_tried.empty()) {
+    o << "<h3>L2 strengths tried</h3>\n<table>\n<tr><th>L2</th><th>Top-1</th><th>Top-5</th></tr>\n";
+    for (const auto& t : c.l2_tried) {
+      const bool chosen = t.l2 == c.l2;
+      o << "<tr" << (chosen ? " class=\"chosen\"" : "") << "><td>" << shortest(t.l2) << (chosen ? " (chosen)" : "")
+        << "</td><td>" << pct(t.top1) << "</td><td>" << pct(t.top5) << "</td></tr>\n";
+    }
+    o << "</table>\n";
+  }
+
+  // F1 is defined only for classes with holdout images; the others are counted, not ranked.
+  std::vector<const ClassifierSummary::ClassScore*> ranked;
+  for (const auto& k : c.per_class)
+    if (k.support > 0) ranked.push_back(&k);
+  const auto key = [](const ClassifierSummary::ClassScore* k) { return std::isfinite(k->f1) ? k->f1 : -1.0; };
+  std::stable_sort(ranked.begin(), ranked.end(), [&](auto a, auto b) { return key(a) < key(b); });
+  if (ranked.size() > 10) ranked.resize(10);
+  const std::size_t unranked = c.per_class.size() - std::count_if(c.per_class.begin(), c.per_class.end(),
+                                                                  [](const auto& k) { return k.support > 0; });
+  if (!ranked.empty()) {
+    o << "<h3>Worst classes by F1</h3>\n<table>\n<tr><th>Class</th><th>Precision</th><th>Recall</th><th>F1</th>"
+         "<th>Support</th></tr>\n";
+    for (const auto* k : ranked)
+      o << "<tr><td>" << esc(k->name) << "</td><td>" << num(k->precision, 3) << "</td><td>" << num(k->recall, 3)
+        << "</td><td>" << num(k->f1, 3) << "</td><td>" << k->support << "</td></tr>\n";
+    o << "</table>\n";
+  }
+  if (unranked > 0)
+    o << "<p class=\"note\">" << unranked << " of " << c.per_class.size()
+      << " classes have no holdout images and are not ranked.</p>\n";
+
+  std::vector<const ClassifierSummary::Confusion*> pairs;
+  for (const auto& p : c.confused) pairs.push_back(&p);
+  std::stable_sort(pairs.begin(), pairs.end(), [](auto a, auto b) { return a->count > b->count; });
+  if (pairs.size() > 10) pairs.resize(10);
+  if (!pairs.empty()) {
+    o << "<h3>Most confused pairs</h3>\n<table>\n<tr><th>True label</th><th>Predicted</th><th>Images</th></tr>\n";
+    for (const auto* p : pairs)
+      o << "<tr><td>" << esc(p->label) << "</td><td>&rarr; " << esc(p->predicted) << "</td><td>" << p->count
+        << "</td></tr>\n";
+    o << "</table>\n";
+  }
+
+  if (!c.misclassified.empty()) {
+    const std::size_t n = std::min<std::size_t>(c.misclassified.size(), 8);
+    o << "<h3>Misclassified examples</h3>\n<table>\n<tr><th>Path</th><th>True label</th><th>Predicted</th>"
+         "<th>Probability</th></tr>\n";
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& m = c.misclassified[i];
+      o << "<tr><td class=\"path\">" << esc(m.path) << "</td><td>" << esc(m.label) << "</td><td>" << esc(m.predicted)
+        << "</td><td>" << num(m.probability, 3) << "</td></tr>\n";
+    }
+    o << "</table>\n";
+    if (n < c.misclassified.size())
+      o << "<p class=\"note\">First " << n << " of " << c.misclassified.size() << " recorded examples shown.</p>\n";
+  }
+}
+
 constexpr const char* kStyle = R"(body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:960px;color:#222}
 h1{font-size:22px;word-break:break-all}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse}th,td{padding:3px 12px;border-bottom:1px solid #eee;text-align:left}
 svg{display:block;font-size:12px}svg text{fill:#333}.axis line,.grid{stroke:#888;stroke-width:1}.grid{stroke:#eee}
 .bars rect{fill:#4c78a8}.cumulative{fill:none;stroke:#f58518;stroke-width:2}.kline{stroke:#d62728;stroke-width:2;stroke-dasharray:6 4}
 .klabel{fill:#d62728;font-weight:bold}.pts{fill-opacity:.8}.note{color:#666;font-size:12px}
+.path{word-break:break-all}tr.chosen td{font-weight:bold}
 .legend{display:flex;flex-wrap:wrap;gap:2px 14px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:50%})";
 
 }  // namespace
@@ -278,6 +366,7 @@ std::string render_html(const ReportData& data) {
   scree(o, data);
   scatter(o, data, colours);
   per_class(o, data, colours);
+  classifier(o, data);
   o << "</body></html>\n";
   return o.str();
 }
