@@ -112,6 +112,8 @@ def test_train_clears_the_floor_on_held_out_frames(trained):
     assert {c["class"] for c in m["per_class"]} == set(CLASSES)
     assert all(0 <= c["f1"] <= 1 for c in m["per_class"])
     assert m["l2"] in [t["l2"] for t in m["l2_tried"]] and len(m["l2_tried"]) >= 3
+    page = (trained / "report" / "index.html").read_text()
+    assert "Classifier" in page and f"{100 * m['holdout']['top1']:.2f}" in page, "train rewrites the report"
     head = pq.read_table(trained / "classifier" / "model.parquet")
     meta = head.schema.metadata
     assert head["classes"][0].as_py() == sorted(CLASSES)

@@ -127,6 +127,7 @@ void run_train(const std::string& output_uri, const std::string& on, double hold
                "top-5 %.4f; %s\n",
                s.seconds, s.classes, s.dim, on.c_str(), s.l2, static_cast<long long>(s.holdout_rows), s.top1, s.top5,
                layout::classifier_dir(output).display().c_str());
+  run_report(output_uri);  // the report gains its classifier section
 }
 
 void run_pca(const PcaArgs& a) {

@@ -46,7 +46,8 @@ void run_report(const std::string& output);
 // OUTPUT/predictions/ (+ errors/), resumable; writes OUTPUT/_classify.json.
 void run_classify(const FeaturizeArgs& a);
 
-// `orchard train`: fits OUTPUT/classifier/ (classify/train.hpp) and prints the holdout accuracy.
+// `orchard train`: fits OUTPUT/classifier/ (classify/train.hpp), prints the holdout accuracy and
+// rewrites OUTPUT/report/ with its classifier section.
 void run_train(const std::string& output, const std::string& on, double holdout, std::uint64_t seed);
 
 // `orchard run`: featurize, pca, validate, report, then OUTPUT/_SUCCESS (written last).

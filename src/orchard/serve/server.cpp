@@ -125,6 +125,17 @@ class Session : public std::enable_shared_from_this<Session> {
       return reply(http::status::service_unavailable, error_json("too many connections; retry shortly"), false, true);
     if (const auto len = parser_->content_length(); len && *len > static_cast<std::uint64_t>(app_.o.max_body))
       return too_large();
+    if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {  // curl's way for bodies > 1 MiB
+      continue_.emplace(http::status::continue_, 11);
+      return http::async_write(stream_, *continue_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        if (ec) return self->close();
+        self->read_body();
+      });
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
   }
@@ -289,6 +300,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> res_;
+  std::optional<http::response<http::empty_body>> continue_;
   std::vector<std::pair<std::string, std::string>> res_extra_;
   App& app_;
   Clock::time_point started_ = Clock::now();
