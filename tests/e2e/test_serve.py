@@ -337,6 +337,24 @@ def test_any_content_type(server, banana):
     assert preds[0]["label"] == "Banana 1"
 
 
+@pytest.mark.parametrize("kind", ["csv", "json"])
+def test_catalog_entries_come_with_the_labels(orchard_bin, model_env, trained, banana, tmp_path, kind):
+    """--catalog: each prediction whose label is in the catalog carries its entry as "info"."""
+    if kind == "csv":
+        catalog = tmp_path / "catalog.csv"
+        catalog.write_text('label,name,note\nBanana 1,Banana,"rich in potassium, sweet"\nKiwi 1,Kiwi,fuzzy\n')
+    else:
+        catalog = tmp_path / "catalog.json"
+        catalog.write_text(json.dumps({"Banana 1": {"name": "Banana", "note": "rich in potassium, sweet"},
+                                       "Kiwi 1": {"name": "Kiwi", "note": "fuzzy"}}))
+    with start(orchard_bin, model_env, trained, tmp_path, "--catalog", catalog) as srv:
+        preds = check_predictions(classify(srv.port, banana, f"?top={len(CLASSES)}"), k=len(CLASSES))
+    by_label = {p["label"]: p for p in preds}
+    assert by_label["Banana 1"]["info"] == {"name": "Banana", "note": "rich in potassium, sweet"}
+    assert by_label["Kiwi 1"]["info"] == {"name": "Kiwi", "note": "fuzzy"}
+    assert all("info" not in p for p in preds if p["label"] not in ("Banana 1", "Kiwi 1"))
+
+
 def test_multipart_upload(server):
     body, ctype = multipart([("note", None, None, b"a kiwi from the garden"),
                              ("image", "kiwi.jpg", "image/jpeg", held_out("Kiwi 1").read_bytes())])
