@@ -214,8 +214,8 @@ def plan_and_featurize(sc, exe, input, output, model, task_model, glob, shard_si
     plan_args = ["plan", input, output, "--glob", glob, "--shard-size", shard_size, "--limit", limit]
     if model:  # the manifest records its fingerprint: no task (nor a later rerun) mixes in another model
         plan_args += ["--model", model]
-    if classifier:  # OUTPUT/_classify.json: no later run mixes in another classifier
-        plan_args += ["--classifier", classifier]
+    if classifier:  # OUTPUT/_classify.json: no later run mixes in another classifier or --top
+        plan_args += ["--classifier", classifier, "--top", top]
     plan = call_orchard(exe, *plan_args)
     finished = set(plan["finished"])
     todo = [s for s in range(plan["shards"]) if s not in finished]

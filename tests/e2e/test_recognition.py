@@ -258,3 +258,11 @@ def test_resuming_with_another_classifier_is_refused(orchard_bin, model_env, tra
     p = run_orchard(orchard_bin, model_env, *classify_args(to_classify, out, other), check=False)
     assert p.returncode == 1 and "another classifier" in p.stderr
     assert rows_of(predictions(out)) == rows_of(predictions(reference)), "nothing changed"
+
+
+def test_resuming_with_another_top_is_refused(orchard_bin, model_env, trained, to_classify, reference, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    p = run_orchard(orchard_bin, model_env, *classify_args(to_classify, out, trained, "--top", 3), check=False)
+    assert p.returncode == 1 and "--top 5" in p.stderr and "_classify.json" in p.stderr
+    assert rows_of(predictions(out)) == rows_of(predictions(reference)), "nothing changed"

@@ -416,6 +416,10 @@ HOSTILE = {
     "BMP": (lambda j: ("", "image/bmp", pillow_bytes(j, "BMP")), (400,), None),
     "PNG bomb 100000x100000": (lambda j: ("", "image/png", png_bomb()), (400,), SIZE),
     "JPEG bomb 65000x65000": (lambda j: ("", "image/jpeg", jpeg_bomb(j)), (400,), SIZE),
+    # Under Pillow's limit but over the service's: a progressive JPEG this size would hold ~200 MB of
+    # coefficients while decoding, whatever the DCT scale.
+    "JPEG 8000x8000 header": (lambda j: ("", "image/jpeg", jpeg_bomb(j, 8000)), (400,), r"service's limit"),
+    "PNG 8000x8000 header": (lambda j: ("", "image/png", png_bomb(8000, 8000)), (400,), r"service's limit"),
     "multipart without image": (lambda j: ("",) + multipart([("file", "a.jpg", "image/jpeg", j)])[::-1], (400,),
                                 r"image"),
     "multipart, empty image": (lambda j: ("",) + multipart([("image", "a.jpg", "image/jpeg", b"")])[::-1], (400,),
@@ -436,6 +440,23 @@ def test_hostile_input(server, banana, case):
     query, ctype, body = make(banana)
     check_error(classify(server.port, body, query, ctype), statuses, pattern)
     check_healthy(server)
+
+
+def test_bytes_that_are_not_utf8_in_the_target(server):
+    """A request target with bytes 0x80-0xFF (Beast accepts them) gets its JSON 404; the message
+    quoting it stays valid JSON."""
+    reply = raw_request(server.port, b"GET /\xff\xfe/fruit HTTP/1.1\r\nHost: x\r\n\r\n")
+    check_error(reply, (404,))
+    reply = raw_request(server.port, b"POST /v1/classify?top=\xff HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    check_error(reply, (400,))
+    check_healthy(server)
+
+
+def test_head_has_the_length_of_get(server):
+    get = http_request(server.port, "GET", "/")
+    head = http_request(server.port, "HEAD", "/")
+    assert head.status == 200 and head.body == b""
+    assert int(head.headers["Content-Length"]) == len(get.body) > 1000
 
 
 def test_corrupted_middle_is_deterministic(server, banana):

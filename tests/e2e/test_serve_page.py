@@ -82,7 +82,7 @@ def test_photo_is_classified_on_a_phone(driver, server, tmp_path):
     assert driver.find_element(By.ID, "photo").get_attribute("accept") == "image/*"
     assert driver.find_element(By.ID, "status").get_attribute("aria-live") == "polite"
 
-    driver.find_element(By.ID, "photo").send_keys(str(held_out("Banana 1")))
+    driver.find_element(By.ID, "photo").send_keys(str(held_out("Banana 1").resolve()))  # chromedriver wants a canonical path
     WebDriverWait(driver, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".prediction")) == 5,
                                         "no 5 predictions drawn: status " + driver.find_element(By.ID, "status").text)
     predictions = driver.find_elements(By.CSS_SELECTOR, ".prediction")
@@ -114,7 +114,7 @@ def test_error_is_shown(driver, server, tmp_path):
     open_page(driver, server)
     text_file = tmp_path / "not-a-photo.jpg"
     text_file.write_text("This is a shopping list, not a photo.\n")
-    driver.find_element(By.ID, "photo").send_keys(str(text_file))
+    driver.find_element(By.ID, "photo").send_keys(str(text_file.resolve()))
     status = driver.find_element(By.ID, "status")
     WebDriverWait(driver, WAIT_S).until(lambda d: "400" in status.text, "no HTTP status shown")
     assert "Error 400" in status.text and len(status.text) > len("Error 400: "), status.text

@@ -75,18 +75,24 @@ void Head::probabilities(const double* x, std::int64_t rows, double* out) const 
 void Head::probabilities_of_embeddings(const float* embeddings, std::int64_t rows, std::vector<double>& out) const {
   std::vector<double> x(static_cast<std::size_t>(rows) * dim);
   if (on == kOnPca) {
-    pca::Fit f;
-    f.dim = pca.dim;
-    f.mean = pca.mean;
-    f.components = pca.components;
     std::vector<float> scores(static_cast<std::size_t>(rows) * pca.k);
-    pca::project(f, pca.k, embeddings, rows, pca.center, scores.data());
+    pca::project(projection, pca.k, embeddings, rows, pca.center, scores.data());
     std::copy(scores.begin(), scores.end(), x.begin());
   } else {
     std::copy(embeddings, embeddings + x.size(), x.begin());
   }
   out.assign(static_cast<std::size_t>(rows) * num_classes(), 0.0);
   probabilities(x.data(), rows, out.data());
+}
+
+void Head::use_pca(const pca::SavedModel& model) {
+  pca = model;
+  projection = pca::Fit{};
+  projection.dim = model.dim;
+  projection.mean = model.mean;
+  projection.components = model.components;
+  pca_fingerprint = pca::fingerprint(model);
+  pca_k = model.k;
 }
 
 Ranked top_k(const double* probabilities, int num_classes, int k) {
@@ -156,11 +162,12 @@ Head read_head(const storage::Location& trained) {
                 trained.display() + "`");
   if (h.on == kOnPca) {
     const auto pca_file = layout::pca_model(trained);
-    h.pca = pca::read_model(pca_file);
-    if (pca::fingerprint(h.pca) != h.pca_fingerprint || h.pca.k != h.dim)
+    const auto model = pca::read_model(pca_file);
+    if (pca::fingerprint(model) != h.pca_fingerprint || model.k != h.dim)
       throw Error(name + " was trained on another PCA than " + pca_file.display() + " (fingerprint " +
-                  h.pca_fingerprint + ", found " + pca::fingerprint(h.pca) + "); rerun `orchard train " +
+                  h.pca_fingerprint + ", found " + pca::fingerprint(model) + "); rerun `orchard train " +
                   trained.display() + "` after `orchard pca`");
+    h.use_pca(model);
     if (h.pca.dim != model::kEmbeddingDim)
       throw Error(pca_file.display() + ": a PCA of " + std::to_string(h.pca.dim) + " dimensions, embeddings have " +
                   std::to_string(model::kEmbeddingDim));

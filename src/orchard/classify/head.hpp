@@ -27,6 +27,10 @@ struct Head {
   std::string pca_fingerprint;      // pca::fingerprint of the PCA the scores came from ("" for features)
   int pca_k = 0;
   pca::SavedModel pca;              // the projection (when on == "pca"), read with the head
+  pca::Fit projection;              // pca as pca::project takes it (set by use_pca)
+
+  // Sets pca and projection (and pca_fingerprint, pca_k) from a PCA model.
+  void use_pca(const pca::SavedModel& model);
 
   int num_classes() const { return static_cast<int>(classes.size()); }
   // A fingerprint of the head's numbers (classes, weights, standardization, PCA): "<16 hex>".

@@ -95,8 +95,9 @@ lbfgsfloatval_t evaluate(void* instance, const lbfgsfloatval_t* v, lbfgsfloatval
   return loss_and_gradient(*static_cast<Problem*>(instance), v, g);
 }
 
-// Minimizes from v (warm start) in place. Stopping at the iteration cap or on a flat line search
-// still leaves a usable minimum, so libLBFGS's status is not an error here.
+// Minimizes from v (warm start) in place. Converged, stopped by the delta test, at the iteration cap
+// or on a line search that can go no further (a flat minimum) leave a usable minimum; any other
+// status of libLBFGS, or a loss or weight that is not finite, throws.
 void fit(Problem& p, std::vector<double>& v) {
   lbfgs_parameter_t param;
   lbfgs_parameter_init(&param);
@@ -105,7 +106,15 @@ void fit(Problem& p, std::vector<double>& v) {
   param.past = 5;
   param.delta = 1e-9;
   lbfgsfloatval_t fx = 0;
-  lbfgs(static_cast<int>(v.size()), v.data(), &fx, evaluate, nullptr, &p, &param);
+  const int status = lbfgs(static_cast<int>(v.size()), v.data(), &fx, evaluate, nullptr, &p, &param);
+  const bool usable = status == LBFGS_SUCCESS || status == LBFGS_STOP || status == LBFGS_ALREADY_MINIMIZED ||
+                      status == LBFGSERR_MAXIMUMITERATION || status == LBFGSERR_ROUNDING_ERROR ||
+                      status == LBFGSERR_MAXIMUMLINESEARCH || status == LBFGSERR_MINIMUMSTEP ||
+                      status == LBFGSERR_MAXIMUMSTEP;
+  const bool finite = std::isfinite(fx) && std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+  if (!usable || !finite)
+    throw Error("training failed (libLBFGS status " + std::to_string(status) + (finite ? "" : ", non-finite weights") +
+                ", L2 " + std::to_string(p.l2) + "); check the inputs for extreme values, or try --on pca");
 }
 
 struct Evaluation {
@@ -219,10 +228,12 @@ TrainSummary train(const storage::Location& output, const TrainOptions& o) {
   Head h;
   h.on = o.on;
   h.embedding_model = manifest.options.model;
+  if (h.embedding_model.empty() && !o.quiet)
+    std::fprintf(stderr, "train: warning: %s records no model fingerprint (planned without --model), so classify and "
+                 "serve cannot check that they use the model it was featurized with; pass that --model to them\n",
+                 layout::manifest(output).display().c_str());
   if (o.on == kOnPca) {
-    h.pca = pca::read_model(layout::pca_model(output));
-    h.pca_fingerprint = pca::fingerprint(h.pca);
-    h.pca_k = h.pca.k;
+    h.use_pca(pca::read_model(layout::pca_model(output)));
   }
   const Rows data = read_rows(output, o.on);
   if (o.on == kOnPca && data.dim != h.pca.k)
@@ -346,7 +357,8 @@ TrainSummary train(const storage::Location& output, const TrainOptions& o) {
       {"classifier", final_head.fingerprint()},
       {"embedding_model", final_head.embedding_model},
       {"pca_fingerprint", final_head.pca_fingerprint}};
-  storage::write_text(layout::classifier_metrics(output), m.dump(2) + "\n");
+  storage::write_text(layout::classifier_metrics(output),
+                      m.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   return s;
 }
 

@@ -63,21 +63,28 @@ void run_featurize(const FeaturizeArgs& a) {
 }
 
 namespace {
-// A classify OUTPUT belongs to one classifier: _classify.json, written before the first shard,
-// names it; resuming with another is refused (its predictions would mix with the first's).
-void claim_for_classifier(const storage::Location& output, const classify::Head& head, const std::string& trained) {
+// A classify OUTPUT belongs to one classifier and one --top: _classify.json, written before the
+// first shard, names them; resuming with others is refused (predictions would mix).
+void claim_for_classifier(const storage::Location& output, const classify::Head& head, const std::string& trained,
+                          int top) {
   const auto record = layout::classify_json(output);
   if (storage::exists(record)) {
-    const auto text = storage::read_file(record)->ToString();
-    const auto j = nlohmann::json::parse(text, nullptr, false);
+    const auto j = nlohmann::json::parse(storage::read_file(record)->ToString(), nullptr, false);
     const std::string had = j.is_object() ? j.value("classifier", "") : "";
+    const int had_top = j.is_object() ? j.value("top", -1) : -1;
     if (had != head.fingerprint())
-      throw Error(output.display() + " holds predictions of another classifier (" + had + ", this one is " +
-                  head.fingerprint() + "); resume with the classifier it was started with, or choose a new OUTPUT");
+      throw Error(output.display() + " holds predictions of another classifier (" + record.display() + " names " +
+                  (had.empty() ? "none" : had) + (j.is_object() ? " from " + j.value("trained", "?") : "") +
+                  "; this one is " + head.fingerprint() + "): resume with the classifier it was started with, or "
+                  "choose a new OUTPUT");
+    if (had_top != -1 && had_top != top)
+      throw Error(output.display() + " holds the top " + std::to_string(had_top) + " classes of each photo (" +
+                  record.display() + "); resume with --top " + std::to_string(had_top) + ", or choose a new OUTPUT");
     return;
   }
   storage::write_text(record, nlohmann::json({{"classifier", head.fingerprint()}, {"trained", storage::redact(trained)},
-                                              {"embedding_model", head.embedding_model}}).dump(2) + "\n");
+                                              {"embedding_model", head.embedding_model}, {"top", top}})
+                                  .dump(2) + "\n");
 }
 
 struct Classifier {
@@ -99,7 +106,7 @@ void run_classify(const FeaturizeArgs& a) {
   const auto c = load_classifier(a);
   const auto manifest = dataset::plan(
       input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, model::model_fingerprint(c.model_file)});
-  claim_for_classifier(output, c.head, a.classifier);
+  claim_for_classifier(output, c.head, a.classifier, a.top);
   std::fprintf(stderr, "classify: %zu images in %d shards, %d classes, model %s\n", manifest.items.size(),
                manifest.num_shards(), c.head.num_classes(), c.model_file.c_str());
   featurize::Options o{a.batch, a.threads, a.io_depth, !a.quiet};
@@ -110,7 +117,7 @@ void run_classify(const FeaturizeArgs& a) {
                "were already finished\n", static_cast<long long>(s.embedded), static_cast<long long>(s.failed),
                s.seconds, s.images_per_s, s.shards_skipped, s.shards);
   nlohmann::json j = {
-      {"classifier", c.head.fingerprint()}, {"trained", storage::redact(a.classifier)},
+      {"classifier", c.head.fingerprint()}, {"trained", storage::redact(a.classifier)}, {"top", a.top},
       {"embedding_model", c.head.embedding_model}, {"images", s.images}, {"classified_this_run", s.embedded},
       {"errors_this_run", s.failed}, {"shards", s.shards}, {"shards_skipped", s.shards_skipped},
       {"seconds", s.seconds}, {"images_per_s", s.images_per_s}, {"versions", versions()},
@@ -215,8 +222,8 @@ void run_plan(const FeaturizeArgs& a) {
     fingerprint = model::model_fingerprint(c->model_file);
   }
   const auto m = dataset::plan(input, output, {storage::redact(input.uri()), a.glob, a.limit, a.shard_size, fingerprint});
+  if (c) claim_for_classifier(output, c->head, a.classifier, a.top);  // may refuse: before anything changes
   remove_success(output);
-  if (c) claim_for_classifier(output, c->head, a.classifier);
   nlohmann::json finished = nlohmann::json::array();
   for (int s : table::part_shards(c ? layout::predictions_dir(output) : layout::features_dir(output)))
     if (s < m.num_shards()) finished.push_back(s);
@@ -238,7 +245,7 @@ void run_featurize_shards(const FeaturizeArgs& a, const std::string& shards) {
   std::optional<Classifier> c;
   if (!a.classifier.empty()) {
     c = load_classifier(a);
-    claim_for_classifier(output, c->head, a.classifier);
+    claim_for_classifier(output, c->head, a.classifier, a.top);
     o.head = &c->head;
     o.top = a.top;
   }

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--queue", so.queue, "photos waiting for a worker at most; more get 503 + Retry-After")->capture_default_str()->check(CLI::Range(1, 100000));
   serve_cmd->add_option("--max-body", so.max_body, "largest request body in bytes (413 beyond)")->capture_default_str()->check(CLI::Range(1, 1 << 30));
   serve_cmd->add_option("--read-timeout", so.read_timeout_s, "seconds a client has to send a whole request")->capture_default_str()->check(CLI::Range(1, 3600));
-  serve_cmd->add_option("--max-connections", so.max_connections, "open connections at most; more get 503")->capture_default_str()->check(CLI::Range(1, 100000));
+  serve_cmd->add_option("--max-connections", so.max_connections, "open connections at most; more are closed at once")->capture_default_str()->check(CLI::Range(1, 100000));
   serve_cmd->add_option("--io-threads", so.io_threads, "threads reading requests and decoding photos (0 = 2 per core, at least 4)")->capture_default_str()->check(CLI::Range(0, 256));
   serve_cmd->callback([&] { orchard::serve::run(so); });
 
@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
   plan->add_option("--model", fa.model, "the model the shards will be featurized with (its fingerprint is recorded, "
                                         "so that no task mixes in another model)");
   plan->add_option("--classifier", fa.classifier, "classify: TRAINED (claims OUTPUT for it; finished = predictions parts)");
+  plan->add_option("--top", fa.top, "classify: classes kept per photo (claimed with the classifier)")->capture_default_str()->check(CLI::Range(1, 10000));
   plan->callback([&] { run_plan(fa); });
 
   auto* fshards = app.add_subcommand(

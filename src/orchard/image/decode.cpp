@@ -7,6 +7,7 @@
 #include "orchard/image/decode.hpp"
 
 #include <array>
+#include <algorithm>
 #include <csetjmp>
 #include <cstddef>
 #include <cstdio>
@@ -27,6 +28,14 @@ namespace {
 
 std::string size_text(std::int64_t w, std::int64_t h) {
   return std::to_string(w) + "x" + std::to_string(h);
+}
+
+// The service's own limit (PhotoOptions::max_pixels), checked on the header before decoding.
+void check_photo_limit(std::int64_t w, std::int64_t h, std::int64_t max_pixels, const char* format) {
+  if (w > 0 && h > 0 && w * h > max_pixels)
+    throw Error::bad_input(std::string(format) + " image is " + size_text(w, h) + " = " + std::to_string(w * h) +
+                           " pixels, above the service's limit of " + std::to_string(max_pixels) +
+                           " pixels (a decompression bomb?); send a smaller photo");
 }
 
 // Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS (DecompressionBombError); so do we,
@@ -278,6 +287,7 @@ class JpegDecoder {
                   " colour components; only 1 (gray), 3 (colour) or 4 (CMYK) are supported");
     }
     check_pixel_limit(cinfo.image_width, cinfo.image_height, "JPEG");
+    if (photo != nullptr) check_photo_limit(cinfo.image_width, cinfo.image_height, photo->max_pixels, "JPEG");
     if (photo != nullptr && photo->min_side > 0) {
       check(jpeg_stage_scale(&state_, photo->min_side), "choosing the JPEG scale");
     }
@@ -632,6 +642,13 @@ RgbImage decode_to_rgb(std::span<const std::uint8_t> bytes) {
 }
 
 RgbImage decode_photo(std::span<const std::uint8_t> bytes, const PhotoOptions& options) {
+  static constexpr std::uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (bytes.size() >= 24 && std::equal(kPng, kPng + 8, bytes.begin())) {  // IHDR's width and height
+    auto be32 = [&](std::size_t at) {
+      return (std::int64_t{bytes[at]} << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3];
+    };
+    check_photo_limit(be32(16), be32(20), options.max_pixels, "PNG");
+  }
   if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
     JpegDecoder decoder;
     RgbImage image = decoder.decode(bytes, &options);

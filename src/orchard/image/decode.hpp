@@ -34,6 +34,8 @@ struct PhotoOptions {
   bool apply_exif_orientation = true;  // rotate/flip as the JPEG's EXIF Orientation tag (1-8) says
   int min_side = 0;                    // > 0: a JPEG is decoded with libjpeg's DCT scaling (scale_num/scale_denom,
                                        // 1/8..8/8) to the smallest scaled size whose width and height are both >= min_side
+  std::int64_t max_pixels = kMaxPixels;  // larger images are refused before decoding (a progressive JPEG
+                                         // holds full-size coefficients in memory, whatever its scale)
 };
 
 // Decodes JPEG or PNG bytes for the service: as decode_to_rgb, but a JPEG may be DCT-scaled down while

@@ -56,14 +56,4 @@ std::optional<std::string> query_parameter(std::string_view target, std::string_
   return std::nullopt;
 }
 
-std::optional<std::int64_t> png_pixels(std::string_view b) {
-  if (b.size() < 24 || b.substr(0, 8) != std::string_view("\x89PNG\r\n\x1a\n", 8)) return std::nullopt;
-  auto be32 = [&](std::size_t at) {
-    std::int64_t v = 0;
-    for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(b[at + i]);
-    return v;
-  };
-  return be32(16) * be32(20);
-}
-
 }  // namespace orchard::serve

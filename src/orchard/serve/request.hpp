@@ -1,6 +1,6 @@
 #pragma once
 // What a classify request carries, taken apart without trusting it: the photo's bytes (raw body or
-// multipart field "image"), ?top=K, and a PNG's claimed size (checked before decoding).
+// multipart field "image") and ?top=K.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -14,8 +14,5 @@ std::string_view photo_bytes(std::string_view content_type, std::string_view bod
 
 // The value of query parameter `name` in a request target ("/v1/classify?top=3"), or nothing.
 std::optional<std::string> query_parameter(std::string_view target, std::string_view name);
-
-// Width x height a PNG's header claims, or nothing when bytes are not a PNG.
-std::optional<std::int64_t> png_pixels(std::string_view bytes);
 
 }  // namespace orchard::serve

@@ -37,8 +37,8 @@ using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
-// The service refuses photos larger than this before decoding them (a decompression bomb); a JPEG
-// is decoded DCT-scaled, so only a PNG's claimed size can cost that memory.
+// The service refuses photos larger than this before decoding them (a decompression bomb: a PNG, or a
+// progressive JPEG, holds the full size in memory while decoding, whatever the DCT scale).
 constexpr std::int64_t kMaxPhotoPixels = 50'000'000;
 constexpr int kWriteTimeoutS = 30;
 constexpr auto kDrainLimit = std::chrono::seconds(60);
@@ -121,8 +121,6 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_header(beast::error_code ec) {
     if (ec) return fail_read(ec);
     begin();
-    if (app_.connections > app_.o.max_connections)
-      return reply(http::status::service_unavailable, error_json("too many connections; retry shortly"), false, true);
     const auto len = parser_->content_length();
     if (len && *len > static_cast<std::uint64_t>(app_.o.max_body)) return too_large();
     if (len) parser_->get().body().reserve(static_cast<std::size_t>(*len));  // one allocation, not a growth series
@@ -146,7 +144,20 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::body_limit) return too_large();
     if (ec) return fail_read(ec);
     read_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
-    route();
+    guarded([this] { route(); });
+  }
+
+  // Runs f; an exception (never expected: every client error is handled where it is found) becomes
+  // one 503 instead of ending the I/O thread.
+  template <typename F>
+  void guarded(F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "orchard serve: unexpected error answering a request: %s\n", e.what());
+      res_extra_ = {{"Retry-After", "1"}};
+      reply(http::status::service_unavailable, error_json("the service failed on this request; retry"), false);
+    }
   }
 
   // A read that ended: the client left or was too slow (close), or sent something that is not HTTP (400).
@@ -218,11 +229,8 @@ class Session : public std::enable_shared_from_this<Session> {
       const auto bytes = photo_bytes(std::string(req[http::field::content_type]), req.body());
       if (bytes.empty())
         throw Error::bad_input("empty body: send the photo's bytes (JPEG or PNG) as the body, or as multipart field 'image'");
-      if (const auto px = png_pixels(bytes); px && *px > kMaxPhotoPixels)
-        throw Error::bad_input("the PNG claims " + std::to_string(*px) + " pixels, more than the service's limit of " +
-                               std::to_string(kMaxPhotoPixels) + " (a decompression bomb?)");
       const auto rgb = image::decode_photo({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()},
-                                           {true, model::kInputSize});
+                                           {true, model::kInputSize, kMaxPhotoPixels});
       image::to_chw_normalized(image::resize_bicubic(rgb, model::kInputSize, model::kInputSize), photo.data());
     } catch (const Error& e) {
       return reply(http::status::bad_request, error_json(std::string("not a usable photo: ") + e.what()));
@@ -233,7 +241,9 @@ class Session : public std::enable_shared_from_this<Session> {
     top_ = top;
     auto self = shared_from_this();
     const bool queued = app_.batcher->submit(std::move(photo), [self](Outcome o) {
-      net::post(self->stream_.get_executor(), [self, o = std::move(o)]() mutable { self->answer(std::move(o)); });
+      net::post(self->stream_.get_executor(), [self, o = std::move(o)]() mutable {
+        self->guarded([&] { self->answer(std::move(o)); });
+      });
     });
     if (!queued) {
       res_extra_ = {{"Retry-After", "1"}};
@@ -262,9 +272,10 @@ class Session : public std::enable_shared_from_this<Session> {
                              {"batch", o.batch}});
   }
 
-  void reply(http::status status, const Json& body, bool keep_alive = true, bool overloaded = false) {
-    if (overloaded) res_extra_ = {{"Retry-After", "1"}};
-    reply_text(status, body.dump() + "\n", "application/json", keep_alive);
+  void reply(http::status status, const Json& body, bool keep_alive = true) {
+    // Labels and paths may hold bytes that are not UTF-8: replaced, never an exception.
+    reply_text(status, body.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n", "application/json",
+               keep_alive);
   }
 
   void reply_text(http::status status, std::string body, const char* type, bool keep_alive = true) {
@@ -275,10 +286,10 @@ class Session : public std::enable_shared_from_this<Session> {
     for (const auto& [k, v] : res_extra_) res_->set(k, v);
     res_extra_.clear();
     const bool head = parser_ && parser_->is_header_done() && parser_->get().method() == http::verb::head;
-    res_->body() = head ? "" : std::move(body);
     keep_alive_ = keep_alive && parser_ && parser_->is_done() && parser_->get().keep_alive() && !app_.draining;
     res_->keep_alive(keep_alive_);
-    res_->prepare_payload();
+    res_->content_length(body.size());  // HEAD: the length a GET would get, and no body
+    if (!head) res_->body() = std::move(body);
     stream_.expires_after(std::chrono::seconds(kWriteTimeoutS));
     http::async_write(stream_, *res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
       self->on_write(ec);
@@ -289,8 +300,22 @@ class Session : public std::enable_shared_from_this<Session> {
     app_.metrics.request(static_cast<int>(res_->result_int()),
                          std::chrono::duration<double>(Clock::now() - started_).count());
     if (busy_) --app_.in_flight, busy_ = false;
-    if (ec || !keep_alive_) return close();
+    if (ec) return close();
+    if (!keep_alive_) return linger();
     read();
+  }
+
+  // Ends a connection whose request may be unread (413, 503): stops sending, then discards what the
+  // client still sends for at most a second, so that it reads the answer instead of a reset.
+  void linger() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(1));
+    discard_.resize(64 * 1024);
+    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+      if (ec || n == 0 || (self->discarded_ += n) > (64 << 20)) return self->close();
+      self->linger();
+    });
   }
 
   void close() {
@@ -304,6 +329,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> res_;
   std::optional<http::response<http::empty_body>> continue_;
+  std::vector<char> discard_;
+  std::size_t discarded_ = 0;
   std::vector<std::pair<std::string, std::string>> res_extra_;
   App& app_;
   Clock::time_point started_ = Clock::now();
@@ -312,11 +339,22 @@ class Session : public std::enable_shared_from_this<Session> {
   bool busy_ = false, keep_alive_ = false;
 };
 
-void accept(tcp::acceptor& acceptor, App& app) {
-  acceptor.async_accept(net::make_strand(acceptor.get_executor()), [&acceptor, &app](beast::error_code ec, tcp::socket s) {
+// Accepts connections one after another on the acceptor's strand. Beyond --max-connections a new
+// connection is closed at once; after an accept error (out of file descriptors) it waits 100 ms.
+void accept(tcp::acceptor& acceptor, net::steady_timer& backoff, net::io_context& ioc, App& app) {
+  acceptor.async_accept(net::make_strand(ioc), [&](beast::error_code ec, tcp::socket s) {
     if (!acceptor.is_open()) return;  // draining: no new connections
-    if (!ec) std::make_shared<Session>(std::move(s), app)->start();
-    accept(acceptor, app);
+    if (ec) {
+      backoff.expires_after(std::chrono::milliseconds(100));
+      return backoff.async_wait([&](beast::error_code) { accept(acceptor, backoff, ioc, app); });
+    }
+    if (app.connections < app.o.max_connections) {
+      std::make_shared<Session>(std::move(s), app)->start();
+    } else {
+      beast::error_code ignored;
+      s.close(ignored);
+    }
+    accept(acceptor, backoff, ioc, app);
   });
 }
 
@@ -349,7 +387,8 @@ void run(const Options& options) {
 
   const int io_threads = options.io_threads > 0 ? options.io_threads : std::max(4, 2 * resolve_threads(0));
   net::io_context ioc(io_threads);
-  tcp::acceptor acceptor(ioc);
+  tcp::acceptor acceptor(net::make_strand(ioc));  // accepting and closing (SIGTERM) on one strand
+  net::steady_timer accept_backoff(acceptor.get_executor());
   try {
     const tcp::endpoint at(net::ip::make_address(options.host), static_cast<unsigned short>(options.port));
     acceptor.open(at.protocol());
@@ -360,7 +399,7 @@ void run(const Options& options) {
     throw Error("cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " + e.what() +
                 " (choose another --port, or --port 0 for any free one)");
   }
-  accept(acceptor, app);
+  accept(acceptor, accept_backoff, ioc, app);
   net::steady_timer drain_timer(ioc);
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](beast::error_code ec, int sig) {
@@ -368,8 +407,11 @@ void run(const Options& options) {
     std::fprintf(stderr, "orchard serve: signal %d: draining (no new connections, finishing %lld in flight)\n", sig,
                  static_cast<long long>(app.in_flight.load()));
     app.draining = true;
-    beast::error_code ignored;
-    acceptor.close(ignored);
+    net::post(acceptor.get_executor(), [&] {
+      beast::error_code ignored;
+      acceptor.close(ignored);
+      accept_backoff.cancel();
+    });
     wait_for_drain(drain_timer, ioc, app, Clock::now());
   });
   const auto bound = acceptor.local_endpoint();
@@ -377,9 +419,19 @@ void run(const Options& options) {
   std::fflush(stdout);
   std::fprintf(stderr, "orchard serve: %d classes, %d inference workers, batches of up to %d, queue %d; model %s\n",
                app.head.num_classes(), workers, options.max_batch, options.queue, app.model_file.c_str());
+  auto run_io = [&ioc] {
+    while (true) {
+      try {
+        ioc.run();
+        return;
+      } catch (const std::exception& e) {  // a handler's: logged, and this thread serves on
+        std::fprintf(stderr, "orchard serve: unexpected error in an I/O handler: %s\n", e.what());
+      }
+    }
+  };
   std::vector<std::thread> threads;
-  for (int i = 1; i < io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
-  ioc.run();
+  for (int i = 1; i < io_threads; ++i) threads.emplace_back(run_io);
+  run_io();
   for (auto& t : threads) t.join();
   app.batcher->stop();
   std::fprintf(stderr, "orchard serve: drained, exiting\n");
