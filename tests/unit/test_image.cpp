@@ -16,6 +16,7 @@
 
 #include "orchard/error.hpp"
 #include "orchard/image/decode.hpp"
+#include "encode_jpeg.hpp"
 #include "orchard/image/resize.hpp"
 
 #ifndef ORCHARD_SHARED_DIR
@@ -102,32 +103,7 @@ Bytes encode_png16(int width, int height, int color_type, const std::vector<std:
   return out;
 }
 
-// Encodes an RGB image as a baseline JPEG in memory with libjpeg's encoder.
-Bytes encode_jpeg(const RgbImage& img, int quality) {
-  jpeg_compress_struct c;
-  jpeg_error_mgr err;
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = img.width;
-  c.image_height = img.height;
-  c.input_components = 3;
-  c.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, quality, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = const_cast<JSAMPROW>(img.pixels.data() + c.next_scanline * img.width * 3);
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  Bytes out(buf, buf + size);
-  std::free(buf);
-  return out;
-}
+using orchard::image::test_util::encode_jpeg;
 
 RgbImage constant_image(int w, int h, std::uint8_t r, std::uint8_t g, std::uint8_t b) {
   RgbImage img;

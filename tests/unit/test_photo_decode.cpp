@@ -18,6 +18,7 @@
 
 #include "orchard/error.hpp"
 #include "orchard/image/decode.hpp"
+#include "encode_jpeg.hpp"
 
 #ifndef ORCHARD_SHARED_DIR
 #define ORCHARD_SHARED_DIR "/work/shared"
@@ -58,33 +59,7 @@ RgbImage quadrants(int w, int h) {
   return img;
 }
 
-// Encodes an RGB image as a baseline JPEG in memory with libjpeg's encoder.
-Bytes encode_jpeg(const RgbImage& img, int quality = 92) {
-  jpeg_compress_struct c;
-  jpeg_error_mgr err;
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = img.width;
-  c.image_height = img.height;
-  c.input_components = 3;
-  c.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, quality, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = const_cast<JSAMPROW>(img.pixels.data() +
-                                        static_cast<std::size_t>(c.next_scanline) * img.width * 3);
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  Bytes out(buf, buf + size);
-  std::free(buf);
-  return out;
-}
+using orchard::image::test_util::encode_jpeg;
 
 // Encodes an 8-bit RGB PNG in memory with libpng's writer.
 Bytes encode_png(const RgbImage& img) {

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "orchard/error.hpp"
+#include "orchard/fingerprint.hpp"
 #include "orchard/model/shape.hpp"
 #include "orchard/pca/pca.hpp"
 #include "orchard/storage/layout.hpp"
@@ -42,17 +43,12 @@ std::string meta_or(const std::shared_ptr<const arrow::KeyValueMetadata>& meta, 
 }  // namespace
 
 std::string Head::fingerprint() const {
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a
-  auto mix = [&h](const void* p, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
-  };
-  for (const auto& c : classes) mix(c.c_str(), c.size() + 1);
-  for (const auto* v : {&mean, &scale, &weights, &bias}) mix(v->data(), v->size() * sizeof(double));
-  mix(on.data(), on.size());
-  mix(pca_fingerprint.data(), pca_fingerprint.size());
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  Fingerprint f;
+  for (const auto& c : classes) f.mix(c.c_str(), c.size() + 1);
+  for (const auto* v : {&mean, &scale, &weights, &bias}) f.mix(v->data(), v->size() * sizeof(double));
+  f.mix(on.data(), on.size());
+  f.mix(pca_fingerprint.data(), pca_fingerprint.size());
+  return f.hex();
 }
 
 void Head::probabilities(const double* x, std::int64_t rows, double* out) const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "orchard/error.hpp"
+#include "orchard/fingerprint.hpp"
 
 namespace orchard::model {
 namespace fs = std::filesystem;
@@ -144,17 +145,13 @@ Weights load_keras_h5(const std::string& path) {
 }
 
 std::uint64_t fingerprint(const Weights& w) {
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over names, shapes and bytes
-  auto mix = [&](const void* p, size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  };
+  Fingerprint f;  // over names, shapes and bytes
   for (const auto& [name, t] : w) {
-    mix(name.data(), name.size());
-    for (std::int64_t d : t.shape) mix(&d, sizeof d);
-    mix(t.values.data(), t.values.size() * sizeof(float));
+    f.mix(name.data(), name.size());
+    for (std::int64_t d : t.shape) f.mix(&d, sizeof d);
+    f.mix(t.values.data(), t.values.size() * sizeof(float));
   }
-  return h;
+  return f.value();
 }
 
 }  // namespace orchard::model

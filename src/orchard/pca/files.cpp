@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "orchard/error.hpp"
+#include "orchard/fingerprint.hpp"
 #include "orchard/model/shape.hpp"
 #include "orchard/table/tables.hpp"
 
@@ -72,17 +73,12 @@ double SavedModel::cumulative() const {
 }
 
 std::string fingerprint(const SavedModel& m) {
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the numbers' bytes
-  auto mix = [&h](const void* p, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
-  };
+  Fingerprint f;  // over the numbers' bytes
   const std::int32_t head[3] = {m.k, m.dim, m.center ? 1 : 0};
-  mix(head, sizeof head);
-  mix(m.mean.data(), m.mean.size() * sizeof(double));
-  mix(m.components.data(), std::min(m.components.size(), static_cast<std::size_t>(m.k) * m.dim) * sizeof(double));
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  f.mix(head, sizeof head);
+  f.mix(m.mean.data(), m.mean.size() * sizeof(double));
+  f.mix(m.components.data(), std::min(m.components.size(), static_cast<std::size_t>(m.k) * m.dim) * sizeof(double));
+  return f.hex();
 }
 
 SavedModel read_model(const storage::Location& file) {
