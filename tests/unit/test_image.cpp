@@ -16,7 +16,7 @@
 
 #include "orchard/error.hpp"
 #include "orchard/image/decode.hpp"
-#include "encode_jpeg.hpp"
+#include "encode_images.hpp"
 #include "orchard/image/resize.hpp"
 
 #ifndef ORCHARD_SHARED_DIR
@@ -70,37 +70,14 @@ Bytes patch_sof(Bytes b, int width, int height) {
 
 // Encodes 16-bit samples (big-endian in the file) as a PNG in memory with libpng's writer.
 Bytes encode_png16(int width, int height, int color_type, const std::vector<std::uint16_t>& s) {
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png_create_info_struct(png);
-  Bytes out;
-  if (setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    ADD_FAILURE() << "libpng could not write the test image";
-    return {};
-  }
-  png_set_write_fn(
-      png, &out,
-      [](png_structp p, png_bytep data, png_size_t n) {
-        auto* v = static_cast<Bytes*>(png_get_io_ptr(p));
-        v->insert(v->end(), data, data + n);
-      },
-      nullptr);
-  png_set_IHDR(png, info, width, height, 16, color_type, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
   const int channels = color_type == PNG_COLOR_TYPE_RGB ? 3 : 1;
-  std::vector<std::uint8_t> row(static_cast<std::size_t>(width) * channels * 2);
-  for (int y = 0; y < height; ++y) {
-    for (int i = 0; i < width * channels; ++i) {
-      const std::uint16_t v = s[static_cast<std::size_t>(y) * width * channels + i];
-      row[2 * i] = static_cast<std::uint8_t>(v >> 8);
-      row[2 * i + 1] = static_cast<std::uint8_t>(v & 255);
-    }
-    png_write_row(png, row.data());
+  std::vector<std::uint8_t> bytes(s.size() * 2);
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    bytes[2 * i] = static_cast<std::uint8_t>(s[i] >> 8);
+    bytes[2 * i + 1] = static_cast<std::uint8_t>(s[i] & 255);
   }
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  return out;
+  return orchard::image::test_util::encode_png_rows(width, height, 16, color_type, bytes.data(),
+                                                    static_cast<std::size_t>(width) * channels * 2);
 }
 
 using orchard::image::test_util::encode_jpeg;

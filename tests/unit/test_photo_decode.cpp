@@ -18,7 +18,7 @@
 
 #include "orchard/error.hpp"
 #include "orchard/image/decode.hpp"
-#include "encode_jpeg.hpp"
+#include "encode_images.hpp"
 
 #ifndef ORCHARD_SHARED_DIR
 #define ORCHARD_SHARED_DIR "/work/shared"
@@ -61,34 +61,7 @@ RgbImage quadrants(int w, int h) {
 
 using orchard::image::test_util::encode_jpeg;
 
-// Encodes an 8-bit RGB PNG in memory with libpng's writer.
-Bytes encode_png(const RgbImage& img) {
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png_create_info_struct(png);
-  Bytes out;
-  if (setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    ADD_FAILURE() << "libpng could not write the test image";
-    return {};
-  }
-  png_set_write_fn(
-      png, &out,
-      [](png_structp p, png_bytep data, png_size_t n) {
-        auto* o = static_cast<Bytes*>(png_get_io_ptr(p));
-        o->insert(o->end(), data, data + n);
-      },
-      nullptr);
-  png_set_IHDR(png, info, img.width, img.height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  for (int y = 0; y < img.height; ++y) {
-    png_write_row(png, const_cast<png_bytep>(img.pixels.data() +
-                                             static_cast<std::size_t>(y) * img.width * 3));
-  }
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  return out;
-}
+using orchard::image::test_util::encode_png;
 
 // One IFD entry: the 4-byte value field is given as raw bytes (already in the file's byte order).
 struct Entry {

@@ -83,10 +83,7 @@ void Head::probabilities_of_embeddings(const float* embeddings, std::int64_t row
 
 void Head::use_pca(const pca::SavedModel& model) {
   pca = model;
-  projection = pca::Fit{};
-  projection.dim = model.dim;
-  projection.mean = model.mean;
-  projection.components = model.components;
+  projection = pca::projection_of(model);
   pca_fingerprint = pca::fingerprint(model);
   pca_k = model.k;
 }

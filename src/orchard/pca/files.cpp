@@ -81,6 +81,14 @@ std::string fingerprint(const SavedModel& m) {
   return f.hex();
 }
 
+Fit projection_of(const SavedModel& m) {
+  Fit f;
+  f.dim = m.dim;
+  f.mean = m.mean;
+  f.components = m.components;
+  return f;
+}
+
 SavedModel read_model(const storage::Location& file) {
   const std::string name = file.display();
   auto t = table::read_table(file);

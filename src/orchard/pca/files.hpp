@@ -26,6 +26,9 @@ struct SavedModel {
 // A classifier records it and refuses another PCA's scores.
 std::string fingerprint(const SavedModel& m);
 
+// What pca::project needs of a saved model (its mean and first k components).
+Fit projection_of(const SavedModel& m);
+
 // Reads pca/model.parquet. Throws orchard::Error naming the file when it is malformed.
 SavedModel read_model(const storage::Location& file);
 

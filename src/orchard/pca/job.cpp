@@ -151,10 +151,7 @@ void project_parts(const storage::Location& output, const SavedModel& model, con
                    int threads_option, std::vector<std::string>* csv_rows) {
   const int threads = resolve_threads(threads_option);
   openblas_set_num_threads(1);
-  Fit f;  // the first k components are all a projection reads
-  f.dim = model.dim;
-  f.mean = model.mean;
-  f.components = model.components;
+  const Fit f = projection_of(model);  // the first k components are all a projection reads
   const int k = model.k;
   const auto out_dir = layout::pca_features_dir(output);
   storage::make_dirs(out_dir);
